@@ -1,0 +1,51 @@
+# `make run`: the whole system on embedded defaults (SQLite + Celery filesystem transport),
+# no server needed. `make test`: lint + the whole suite on PostgreSQL and Redis.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+WEB_PORT ?= 8000
+DEMO_USER ?= admin
+DEMO_PASSWORD ?= admin-demo-password
+
+# The suite's services: the machine's PostgreSQL and Redis.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run setup test lint chaos bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+setup: $(VENV)/.runtime
+	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --no-input
+	DJANGO_DEBUG=1 $(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	DJANGO_DEBUG=1 $(BIN)/python manage.py txbroker_schedule
+	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_superuser --username $(DEMO_USER) --password $(DEMO_PASSWORD)
+
+run: setup
+	@echo ""
+	@echo "  API docs (Swagger): http://127.0.0.1:$(WEB_PORT)/api/docs/"
+	@echo "  Admin:              http://127.0.0.1:$(WEB_PORT)/admin/   ($(DEMO_USER) / $(DEMO_PASSWORD))"
+	@echo "  Dashboard:          http://127.0.0.1:$(WEB_PORT)/admin/txbroker/dashboard/"
+	@echo ""
+	DJANGO_DEBUG=1 WEB_PORT=$(WEB_PORT) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(VENV)/.dev lint
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class TxBrokerConfig(AppConfig):
+    name = "txbroker"
+    label = "txbroker"
+    verbose_name = "Transactional messages"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from txbroker import signals  # noqa: F401 - connects the worker hooks
+
+        # Every process learns every checker and consumer.
+        autodiscover_modules("checkers", "consumers")
+        post_migrate.connect(_ensure_schedule, sender=self)
+
+
+def _ensure_schedule(using: str = "default", **kwargs) -> None:
+    from django.apps import apps
+
+    if not apps.is_installed("django_celery_beat"):
+        return
+    from django.db import router
+    from django_celery_beat.models import PeriodicTask
+
+    if router.allow_migrate_model(using, PeriodicTask):
+        from txbroker.schedule import ensure_periodic_tasks
+
+        ensure_periodic_tasks(using=using)

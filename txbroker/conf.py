@@ -1,0 +1,135 @@
+"""txbroker's settings, read lazily, each with a typed default.
+
+Precedence: environment variable, then Django setting, then default. The environment wins
+so that an operator or a test can shorten intervals without editing code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+
+RETRY_DELAYS_DEFAULT = "10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """``"10s"``, ``"2m"``, ``"1h"``, ``"7d"``, ``"250ms"`` or bare seconds -> seconds."""
+    match = _DURATION.match(str(text).strip().lower())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 2m, 1h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_durations(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        delays = tuple(float(v) if not isinstance(v, str) else parse_duration(v) for v in value)
+    else:
+        delays = tuple(parse_duration(part) for part in str(value).replace(",", " ").split())
+    if not delays:
+        raise ValueError("TXBROKER_RETRY_DELAYS needs at least one delay")
+    return delays
+
+
+def parse_faults(value: Any) -> dict[str, float]:
+    """``"after_half_stored=0.05,handler_before_commit=0.1"`` -> {point: probability}."""
+    from txbroker.faults import FAULT_POINTS
+
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = []
+        for part in str(value or "").split(","):
+            if not part.strip():
+                continue
+            name, sep, prob = part.partition("=")
+            if not sep:
+                raise ValueError(f"TXBROKER_FAULTS entry {part!r} is not point=probability")
+            items.append((name.strip(), prob.strip()))
+    faults = {}
+    for name, prob in items:
+        if name not in FAULT_POINTS:
+            raise ValueError(f"unknown fault point {name!r}; known: {', '.join(FAULT_POINTS)}")
+        probability = float(prob)
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"fault probability for {name} must be within 0..1")
+        if probability > 0:
+            faults[name] = probability
+    return faults
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = parse_duration(value) if isinstance(value, str) else float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+SETTINGS: dict[str, Setting] = {
+    # Alias of the database holding txbroker's tables.
+    "TXBROKER_DATABASE": Setting("default", str),
+    # Seconds between two check-back passes (and the least wait between two checks of one message).
+    "TXBROKER_CHECK_INTERVAL": Setting(30.0, _non_negative_float),
+    # A HALF message younger than this is never checked.
+    "TXBROKER_TRANSACTION_TIMEOUT": Setting(6.0, _non_negative_float),
+    # Real checks before a message is DISCARDED (parked, resumable).
+    "TXBROKER_CHECK_MAX": Setting(15, _positive_int),
+    # HALF messages claimed per batch of a check pass.
+    "TXBROKER_CHECK_BATCH_SIZE": Setting(100, _positive_int),
+    # Retries after the first attempt before a delivery is DEAD.
+    "TXBROKER_MAX_RECONSUME_TIMES": Setting(16, lambda v: int(v)),
+    # Delay before retry k (the last one repeats).
+    "TXBROKER_RETRY_DELAYS": Setting(RETRY_DELAYS_DEFAULT, parse_durations),
+    # Seconds between two delivery sweeps.
+    "TXBROKER_SWEEP_INTERVAL": Setting(5.0, _non_negative_float),
+    # Deliveries claimed per batch by one delivery task.
+    "TXBROKER_BATCH_SIZE": Setting(50, _positive_int),
+    # Seconds a claimed (RUNNING) delivery may wait before the sweep takes it back; a
+    # delivery whose handler is running holds its row lock and is never taken back.
+    "TXBROKER_CLAIM_TIMEOUT": Setting(60.0, _non_negative_float),
+    # Seconds one delivery task keeps claiming batches before it yields its worker slot.
+    "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
+    # Fault injection (tests and chaos runs only): point=probability,...
+    "TXBROKER_FAULTS": Setting("", parse_faults),
+}
+
+
+class _Settings:
+    """Attribute access to the TXBROKER_* settings, parsed on every read (cheap) so that
+    ``override_settings`` and environment changes in tests take effect."""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = f"TXBROKER_{attr}"
+        if name not in SETTINGS:
+            raise AttributeError(attr)
+        spec = SETTINGS[name]
+        raw = os.environ.get(name)
+        if raw is None:
+            raw = getattr(django_settings, name, spec.default)
+        try:
+            return spec.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"{name}={raw!r}: {exc}") from exc
+
+
+txsettings = _Settings()

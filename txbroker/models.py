@@ -1,0 +1,214 @@
+"""The broker's tables: messages, their keys, their deliveries, and their trace.
+
+State moves are never written here as ``save()`` calls: each is one conditional UPDATE in
+the module that owns it (``transitions.py`` for messages, ``delivery.py`` for deliveries).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from txbroker.ids import new_msg_id
+
+
+class LocalTransactionState(models.TextChoices):
+    COMMIT = "COMMIT", "commit"
+    ROLLBACK = "ROLLBACK", "rollback"
+    UNKNOWN = "UNKNOWN", "unknown"
+
+
+class MessageQuerySet(models.QuerySet):
+    def half(self) -> MessageQuerySet:
+        return self.filter(state=Message.State.HALF)
+
+    def due_for_check(self, now=None) -> MessageQuerySet:
+        """HALF messages whose next check time has come (served by a partial index)."""
+        return self.filter(state=Message.State.HALF, next_check_at__lte=now or timezone.now())
+
+    def with_key(self, key: str) -> MessageQuerySet:
+        return self.filter(key_rows__key=key)
+
+
+class Message(models.Model):
+    class State(models.TextChoices):
+        HALF = "HALF", "half (prepared)"
+        COMMITTED = "COMMITTED", "committed"
+        ROLLED_BACK = "ROLLED_BACK", "rolled back"
+        DISCARDED = "DISCARDED", "discarded (checks exhausted)"
+
+    msg_id = models.CharField(max_length=32, primary_key=True, default=new_msg_id, editable=False)
+    topic = models.CharField(max_length=255)
+    tag = models.CharField(max_length=255, blank=True, default="")
+    # Business keys, as given; ``MessageKey`` rows index them for lookup.
+    keys = models.JSONField(default=list, blank=True)
+    body = models.JSONField(default=dict, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+    producer_group = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.HALF)
+    check_times = models.PositiveIntegerField(default=0)
+    # When the next check-back is due; only meaningful while HALF.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-msg_id"]
+        indexes = [
+            models.Index(
+                fields=["next_check_at"],
+                name="txb_msg_half_due",
+                condition=Q(state="HALF"),
+            ),
+            models.Index(fields=["topic", "-created_at"], name="txb_msg_topic_created"),
+            models.Index(fields=["-created_at", "-msg_id"], name="txb_msg_created"),
+            models.Index(fields=["state", "-created_at"], name="txb_msg_state_created"),
+            models.Index(fields=["producer_group", "-created_at"], name="txb_msg_group_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=["HALF", "COMMITTED", "ROLLED_BACK", "DISCARDED"]),
+                name="txb_msg_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(state="HALF", resolved_at__isnull=True) | ~Q(state="HALF"),
+                name="txb_msg_half_unresolved",
+            ),
+        ]
+        permissions = [
+            ("replay_message", "Can replay messages to consumer groups"),
+            ("resolve_message", "Can commit or roll back a HALF message by hand"),
+            ("resume_message", "Can resume checking of DISCARDED messages"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.msg_id} {self.topic}:{self.tag} [{self.state}]"
+
+
+class MessageKey(models.Model):
+    """One row per business key of a message, so finding messages by key uses an index."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="key_rows")
+    key = models.CharField(max_length=255)
+
+    class Meta:
+        indexes = [models.Index(fields=["key"], name="txb_key_key")]
+        constraints = [models.UniqueConstraint(fields=["message", "key"], name="txb_key_unique_per_message")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def due(self, now=None) -> DeliveryQuerySet:
+        """Deliveries waiting to run whose time has come (served by a partial index)."""
+        return self.filter(status__in=Delivery.WAITING, next_attempt_at__lte=now or timezone.now())
+
+    def claim_expired(self, now=None) -> DeliveryQuerySet:
+        """Claimed deliveries whose claim ran out (their worker died or is far behind)."""
+        return self.filter(status=Delivery.Status.RUNNING, claimed_until__lt=now or timezone.now())
+
+    def dead(self) -> DeliveryQuerySet:
+        return self.filter(status=Delivery.Status.DEAD)
+
+
+class Delivery(models.Model):
+    """The consumption state of one message for one consumer group."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "pending"
+        RUNNING = "RUNNING", "running (claimed)"
+        RETRY = "RETRY", "waiting to retry"
+        SUCCEEDED = "SUCCEEDED", "succeeded"
+        DEAD = "DEAD", "dead letter"
+
+    WAITING = (Status.PENDING, Status.RETRY)
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    consumer_group = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Attempts started (a claim counts, so a message that kills its worker still ends DEAD).
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # The claim of the worker running it: a token and a deadline.
+    claim_token = models.CharField(max_length=32, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["message_id", "consumer_group"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "consumer_group"], name="txb_delivery_one_per_group"),
+            models.CheckConstraint(
+                condition=Q(status__in=["PENDING", "RUNNING", "RETRY", "SUCCEEDED", "DEAD"]),
+                name="txb_delivery_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="RUNNING") | Q(claimed_until__isnull=False),
+                name="txb_delivery_running_has_claim",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="txb_dlv_waiting_due",
+                condition=Q(status__in=["PENDING", "RETRY"]),
+            ),
+            models.Index(
+                fields=["claimed_until"],
+                name="txb_dlv_running_claim",
+                condition=Q(status="RUNNING"),
+            ),
+            models.Index(
+                fields=["consumer_group", "status"],
+                name="txb_dlv_open_by_group",
+                condition=Q(status__in=["PENDING", "RUNNING", "RETRY", "DEAD"]),
+            ),
+            models.Index(fields=["consumer_group", "status"], name="txb_dlv_group_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} -> {self.consumer_group} [{self.status}]"
+
+
+class TraceEvent(models.Model):
+    """One step in a message's life, in order."""
+
+    class Event(models.TextChoices):
+        HALF_STORED = "HALF_STORED", "half message stored"
+        LOCAL_TRANSACTION = "LOCAL_TRANSACTION", "local transaction answered"
+        COMMITTED = "COMMITTED", "committed"
+        ROLLED_BACK = "ROLLED_BACK", "rolled back"
+        CHECK = "CHECK", "checked back"
+        CHECK_SKIPPED = "CHECK_SKIPPED", "check skipped"
+        DISCARDED = "DISCARDED", "discarded"
+        RESUMED = "RESUMED", "resumed"
+        DELIVERY_ATTEMPT = "DELIVERY_ATTEMPT", "delivery attempt"
+        DEAD = "DEAD", "dead letter"
+        REPLAY = "REPLAY", "replayed"
+        RECLAIMED = "RECLAIMED", "claim expired, taken back"
+        RELEASED = "RELEASED", "claim released"
+        REFUSED = "REFUSED", "transition refused"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="trace")
+    at = models.DateTimeField(default=timezone.now)
+    event = models.CharField(max_length=32, choices=Event.choices)
+    consumer_group = models.CharField(max_length=255, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["message_id", "id"]
+        indexes = [models.Index(fields=["message", "id"], name="txb_trace_message")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S.%f} {self.event} {self.detail[:60]}"

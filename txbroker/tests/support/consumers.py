@@ -1,0 +1,56 @@
+"""Test consumers on topic ``test_topic``: three groups with different tag expressions."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg2
+from django.db import connection
+from django.db.models import F
+
+from txbroker import ConsumedMessage, consumer
+
+from .models import Effect, Plan
+
+TOPIC = "test_topic"
+
+
+def _note_attempt(key: str, group: str) -> None:
+    """Commit the attempt on a separate connection, so it survives a rollback or a kill."""
+    if connection.vendor != "postgresql":
+        return
+    params = connection.get_connection_params()
+    with psycopg2.connect(**params) as side, side.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO txbroker_support_attempt (key, consumer_group, pid, at) VALUES (%s, %s, %s, now())",
+            [key, group, os.getpid()],
+        )
+    side.close()
+
+
+def _effect(message: ConsumedMessage) -> None:
+    key = message.key
+    _note_attempt(key, message.consumer_group)
+    plan = Plan.objects.filter(key=key).first()
+    if plan and plan.sleep_seconds:
+        time.sleep(plan.sleep_seconds)
+    if plan and message.reconsume_times < plan.fail_times:
+        raise RuntimeError(f"planned failure {message.reconsume_times + 1} of {plan.fail_times}")
+    effect, _ = Effect.objects.get_or_create(key=key, consumer_group=message.consumer_group)
+    Effect.objects.filter(pk=effect.pk).update(count=F("count") + 1)
+
+
+@consumer(topic=TOPIC, group="test_all_group", tags="*")
+def handle_all(message: ConsumedMessage) -> None:
+    _effect(message)
+
+
+@consumer(topic=TOPIC, group="test_pay_group", tags="pay")
+def handle_pay(message: ConsumedMessage) -> None:
+    _effect(message)
+
+
+@consumer(topic=TOPIC, group="test_refund_group", tags="pay || refund", max_reconsume_times=2)
+def handle_pay_or_refund(message: ConsumedMessage) -> None:
+    _effect(message)
