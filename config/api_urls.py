@@ -7,4 +7,5 @@ urlpatterns = [
     path("", include("payments.urls")),
     path("", include("points.urls")),
     path("", include("notifications.urls")),
+    path("txbroker/", include("txbroker.api.urls")),
 ]

@@ -1,0 +1,1 @@
+"""The broker's operator REST API (staff only)."""
