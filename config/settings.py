@@ -215,3 +215,13 @@ LOGGING = {
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     (CELERY_QUEUE_DIR / "queue").mkdir(parents=True, exist_ok=True)
+
+# --- Order-payment apps -----------------------------------------------------------------------
+# The payment gateway and the SMS provider, pluggable like EMAIL_BACKEND.
+PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
+# Seconds a duplicate payment request waits for the one holding the order's charge.
+PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
+NOTIFICATIONS_SMS_BACKEND = os.environ.get(
+    "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
+)
+NOTIFICATIONS_SMS_FILE_PATH = os.environ.get("NOTIFICATIONS_SMS_FILE_PATH", str(VAR_DIR / "sms.jsonl"))

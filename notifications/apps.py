@@ -1,6 +1,10 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class NotificationsConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
     name = "notifications"
+    label = "notifications"
+    verbose_name = "Notifications"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,1 +1,62 @@
-# Create your models here.
+"""Notifications: the user's phone number, and one SMS per paid order."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+phone_validator = RegexValidator(r"\A\+?[0-9]{6,15}\Z", "6-15 digits, optionally after a leading '+'")
+
+
+class NotificationProfile(models.Model):
+    """Where to reach a user. No row, or an empty phone: payment SMS are SKIPPED."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_profile"
+    )
+    phone = models.CharField(max_length=16, blank=True, default="", validators=[phone_validator])
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.phone or '-'}"
+
+
+class Notification(models.Model):
+    class Channel(models.TextChoices):
+        SMS = "sms", "SMS"
+
+    class Status(models.TextChoices):
+        SENT = "SENT", "sent"
+        SKIPPED = "SKIPPED", "skipped (no phone number)"
+        FAILED = "FAILED", "failed (rejected by the provider)"
+
+    order_id = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.SMS)
+    recipient = models.CharField(max_length=32, blank=True, default="")
+    text = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices)
+    # The provider's id of a sent message, or why it was skipped or failed.
+    detail = models.CharField(max_length=255, blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="notif_user_created")]
+        constraints = [
+            models.UniqueConstraint(fields=["order_id", "channel"], name="notif_one_per_order_channel"),
+            models.CheckConstraint(
+                condition=Q(status__in=["SENT", "SKIPPED", "FAILED"]), name="notif_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(channel__in=["sms"]), name="notif_channel_valid"),
+            models.CheckConstraint(
+                condition=~Q(status="SENT") | Q(sent_at__isnull=False), name="notif_sent_has_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} {self.channel} -> {self.recipient or '-'} [{self.status}]"

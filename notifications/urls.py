@@ -1,1 +1,12 @@
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+
+from notifications.api import NotificationListApi, PhoneApi
+
+app_name = "notifications"
+
+urlpatterns = [
+    path("notifications/", NotificationListApi.as_view(), name="notification-list"),
+    path("notifications/phone/", PhoneApi.as_view(), name="phone"),
+]

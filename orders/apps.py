@@ -1,6 +1,10 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class OrdersConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
     name = "orders"
+    label = "orders"
+    verbose_name = "Orders"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,1 +1,48 @@
-# Register your models here.
+from __future__ import annotations
+
+from django.contrib import admin
+
+from payments.models import Charge, PaymentRecord
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Payments are written by the payment service and its transactional message only."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PaymentRecord)
+class PaymentRecordAdmin(ReadOnlyAdmin):
+    list_display = ["order_id", "user", "amount", "status", "pay_time", "message_id"]
+    list_filter = ["status"]
+    search_fields = ["order_id", "message_id", "user__username"]
+    date_hierarchy = "pay_time"
+    list_select_related = ["user"]
+
+
+@admin.register(Charge)
+class ChargeAdmin(ReadOnlyAdmin):
+    """ABANDONED charges were approved by the gateway but never recorded: refund them."""
+
+    list_display = [
+        "id",
+        "order_id",
+        "user",
+        "amount",
+        "payment_method",
+        "status",
+        "reference",
+        "reason",
+        "created_at",
+    ]
+    list_filter = ["status", "payment_method"]
+    search_fields = ["order_id", "reference", "user__username"]
+    date_hierarchy = "created_at"
+    list_select_related = ["user"]

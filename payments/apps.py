@@ -1,6 +1,10 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class PaymentsConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
     name = "payments"
+    label = "payments"
+    verbose_name = "Payments"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,1 +1,111 @@
-# Create your models here.
+"""Payments: the ledger of successful payments (the article's payment_record) and the
+gateway charges that led to them.
+
+``PaymentRecord`` is the article's table: one per order, the local transaction of the
+payment message inserts it, and the checker looks for it. Failed attempts are not written
+there: a FAILED row under the unique order_id would stop the order from ever being paid.
+They are ``Charge`` rows instead (DECLINED, ERROR, ABANDONED); FAILED stays a valid status
+of the article's schema.
+
+``Charge`` is one call to the gateway. At most one charge per order is active (PENDING,
+APPROVED or RECORDED: a partial unique index), which is what makes concurrent duplicate
+payment requests charge once, and what a cancel checks.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class PaymentRecord(models.Model):
+    class Status(models.TextChoices):
+        SUCCESS = "SUCCESS", "success"
+        FAILED = "FAILED", "failed"
+
+    order_id = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payment_records"
+    )
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    pay_time = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices)
+    # The transactional message whose local transaction inserted this record.
+    message_id = models.CharField(max_length=32, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["SUCCESS", "FAILED"]), name="payments_record_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_record_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} {self.amount} [{self.status}]"
+
+
+class ChargeQuerySet(models.QuerySet):
+    def active(self) -> ChargeQuerySet:
+        return self.filter(status__in=Charge.ACTIVE)
+
+    def to_refund(self) -> ChargeQuerySet:
+        """Approved by the gateway but never recorded: the money must go back."""
+        return self.filter(status=Charge.Status.ABANDONED)
+
+
+class Charge(models.Model):
+    """One charge through the gateway.
+
+    PENDING (claimed; the gateway is being called) -> APPROVED | DECLINED | ERROR;
+    APPROVED -> RECORDED (the local transaction inserted the PaymentRecord) | ABANDONED
+    (check-back found no record and rolled the message back: to refund). A charge left
+    PENDING or APPROVED by a process that died keeps the order claimed, on purpose: the
+    money may have moved, so only a reconciliation with the gateway may release it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "pending (gateway being called)"
+        APPROVED = "APPROVED", "approved, not recorded yet"
+        RECORDED = "RECORDED", "recorded"
+        DECLINED = "DECLINED", "declined"
+        ERROR = "ERROR", "gateway error"
+        ABANDONED = "ABANDONED", "approved but never recorded (to refund)"
+
+    ACTIVE = (Status.PENDING, Status.APPROVED, Status.RECORDED)
+
+    order_id = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="charges")
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    payment_method = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # The gateway's reference of an approved charge, or its reason for a decline or error.
+    reference = models.CharField(max_length=128, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ChargeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["order_id", "-created_at"], name="payments_charge_order")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order_id"],
+                condition=Q(status__in=["PENDING", "APPROVED", "RECORDED"]),
+                name="payments_charge_one_active_per_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["PENDING", "APPROVED", "RECORDED", "DECLINED", "ERROR", "ABANDONED"]),
+                name="payments_charge_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_charge_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"charge {self.pk} {self.order_id} {self.amount} [{self.status}]"

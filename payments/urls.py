@@ -1,1 +1,12 @@
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+
+from payments.api import PaymentCreateApi, PaymentDetailApi
+
+app_name = "payments"
+
+urlpatterns = [
+    path("payments/", PaymentCreateApi.as_view(), name="payment-create"),
+    path("payments/<str:order_id>/", PaymentDetailApi.as_view(), name="payment-detail"),
+]

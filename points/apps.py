@@ -1,6 +1,10 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class PointsConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
     name = "points"
+    label = "points"
+    verbose_name = "Points"
+    default_auto_field = "django.db.models.BigAutoField"

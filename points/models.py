@@ -1,1 +1,42 @@
-# Create your models here.
+"""Points: a balance per user and one record per paid order (the idempotency key)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class UserPoints(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="points")
+    points = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "user points"
+        constraints = [models.CheckConstraint(condition=Q(points__gte=0), name="points_balance_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.points}"
+
+
+class PointsRecord(models.Model):
+    class Reason(models.TextChoices):
+        PAYMENT = "PAYMENT", "earned by a payment"
+
+    order_id = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="points_records"
+    )
+    points = models.BigIntegerField()
+    reason = models.CharField(max_length=32, choices=Reason.choices, default=Reason.PAYMENT)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="points_record_user_created")]
+        constraints = [models.CheckConstraint(condition=Q(points__gte=0), name="points_record_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}: +{self.points}"

@@ -1,0 +1,139 @@
+"""Orders REST API, and the token endpoint. Thin views: validate, call one service,
+serialize."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders.api_common import NOT_FOUND, UNAUTHORIZED, Conflict, MoneyField, error, field_errors
+from orders.models import Order, order_id_validator
+from orders.selectors import order_get, order_list
+from orders.services import OrderIdTaken, OrderNotCancellable, OrderNotFound, order_cancel, order_create
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class AuthTokenApi(APIView):
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Get the API token of a user",
+        request=AuthTokenSerializer,
+        responses={200: TokenSerializer, 400: field_errors("Missing fields, or wrong credentials.")},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        return Response({"token": token.key})
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    amount = MoneyField()
+
+    class Meta:
+        model = Order
+        fields = ["order_id", "user_id", "amount", "status", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    amount = MoneyField()
+    order_id = serializers.CharField(
+        required=False,
+        max_length=64,
+        validators=[order_id_validator],
+        help_text="1-64 letters, digits, '_' or '-'; generated when absent.",
+    )
+
+
+class OrderListCreateApi(GenericAPIView):
+    serializer_class = OrderSerializer
+
+    def get_queryset(self):
+        return order_list(user=self.request.user)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="The caller's orders, newest first",
+        responses={200: OrderSerializer(many=True), 401: UNAUTHORIZED, 404: error("No such page.")},
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(OrderSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Create an order",
+        request=OrderCreateSerializer,
+        responses={
+            201: OrderSerializer,
+            400: field_errors(),
+            401: UNAUTHORIZED,
+            409: error("The order_id is taken."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = OrderCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            order = order_create(user=request.user, **serializer.validated_data)
+        except OrderIdTaken as exc:
+            raise Conflict({"order_id": [str(exc)]}) from exc
+        return Response(OrderSerializer(order).data, status=status.HTTP_201_CREATED)
+
+
+def _own_order(user: AbstractBaseUser, order_id: str) -> Order:
+    order = order_get(user=user, order_id=order_id)
+    if order is None:
+        raise NotFound("order not found")
+    return order
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(
+        tags=["orders"],
+        summary="One of the caller's orders",
+        responses={200: OrderSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        return Response(OrderSerializer(_own_order(request.user, order_id)).data)
+
+
+class OrderCancelApi(APIView):
+    @extend_schema(
+        tags=["orders"],
+        summary="Cancel a CREATED order",
+        description="Refused (409) once a payment for the order has started or succeeded: "
+        "a cancel racing a payment is settled by the order row lock, never both.",
+        request=None,
+        responses={
+            200: OrderSerializer,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: error("The order is not CREATED, or a payment has started."),
+        },
+    )
+    def post(self, request: Request, order_id: str) -> Response:
+        try:
+            order = order_cancel(user=request.user, order_id=order_id)
+        except OrderNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except OrderNotCancellable as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(OrderSerializer(order).data)

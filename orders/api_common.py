@@ -1,0 +1,71 @@
+"""API pieces shared by the order-payment apps: the money field, the error shapes and
+their OpenAPI descriptions. Errors are JSON: ``{"detail": "..."}``, or for invalid input
+``{"<field>": ["..."]}`` naming each field."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+
+MONEY_MIN = Decimal("0.01")
+MONEY_MAX = Decimal("99999999.99")
+
+
+class MoneyField(serializers.DecimalField):
+    """An amount of money: a string with two decimals, 0.01 to 99,999,999.99."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("max_digits", 10)
+        kwargs.setdefault("decimal_places", 2)
+        kwargs.setdefault("min_value", MONEY_MIN)
+        kwargs.setdefault("max_value", MONEY_MAX)
+        kwargs.setdefault("coerce_to_string", True)
+        super().__init__(**kwargs)
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "the request conflicts with the resource's state"
+    default_code = "conflict"
+
+
+class PaymentRequired(APIException):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_detail = "payment declined"
+    default_code = "payment_declined"
+
+
+class BadGateway(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "the payment gateway failed"
+    default_code = "bad_gateway"
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+def error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+def field_errors(
+    description: str = "Invalid input: the fields named, each with its messages.",
+) -> OpenApiResponse:
+    return OpenApiResponse(
+        response=OpenApiTypes.OBJECT,
+        description=description,
+        examples=[
+            OpenApiExample(
+                "invalid amount", value={"amount": ["Ensure this value is greater than or equal to 0.01."]}
+            )
+        ],
+    )
+
+
+UNAUTHORIZED = error("No or invalid credentials: send `Authorization: Token <token>` or a session.")
+NOT_FOUND = error("Not found, or not the caller's.")

@@ -1,0 +1,31 @@
+"""Reads of orders."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from orders.models import Order, OrderQuerySet
+
+
+def order_list(*, user: AbstractBaseUser) -> OrderQuerySet:
+    """The user's orders, newest first."""
+    return Order.objects.of_user(user).order_by("-created_at", "-id")
+
+
+def order_get(*, user: AbstractBaseUser, order_id: str) -> Optional[Order]:
+    """The user's order with this id; None when it does not exist or is someone else's."""
+    return Order.objects.of_user(user).filter(order_id=order_id).first()
+
+
+def order_get_for_update(*, order_id: str) -> Optional[Order]:
+    """The order, its row locked until the caller's transaction ends (None when missing).
+
+    The order row lock is what serializes a payment's claim, its local transaction, the
+    check-back of its message and a cancel of the same order.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("order_get_for_update() locks a row: call it inside transaction.atomic()")
+    return Order.objects.select_for_update().filter(order_id=order_id).first()

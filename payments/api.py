@@ -1,0 +1,133 @@
+"""Payments REST API. Thin views: validate, call one service, serialize."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders.api_common import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    BadGateway,
+    Conflict,
+    MoneyField,
+    PaymentRequired,
+    error,
+    field_errors,
+)
+from orders.models import order_id_validator
+from payments.gateways import get_gateway
+from payments.models import PaymentRecord
+from payments.selectors import payment_record_get
+from payments.services import (
+    PaymentAmountMismatch,
+    PaymentDeclined,
+    PaymentGatewayFailed,
+    PaymentNotPayable,
+    PaymentOrderNotFound,
+    PaymentUnavailable,
+    payment_pay,
+)
+
+
+class PaymentRequestSerializer(serializers.Serializer):
+    order_id = serializers.CharField(max_length=64, validators=[order_id_validator])
+    amount = MoneyField(help_text='Must equal the order\'s amount, e.g. "99.00".')
+    payment_method = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text='The simulated gateway knows "sim_approve" (default), "sim_decline" and "sim_error".',
+    )
+
+    def validate_payment_method(self, value: str) -> str:
+        methods = get_gateway().payment_methods
+        if methods and value not in methods:
+            raise ValidationError(f"must be one of: {', '.join(methods)}")
+        return value
+
+
+class PaymentResultSerializer(serializers.Serializer):
+    order_id = serializers.CharField()
+    amount = MoneyField()
+    status = serializers.CharField(help_text="SUCCESS, or PENDING while check-back settles it.")
+    message_id = serializers.CharField(help_text="The transactional message carrying the payment.")
+    transaction_state = serializers.CharField(help_text="The local transaction's answer: COMMIT or UNKNOWN.")
+
+
+class PaymentRecordSerializer(serializers.ModelSerializer):
+    amount = MoneyField()
+
+    class Meta:
+        model = PaymentRecord
+        fields = ["order_id", "user_id", "amount", "pay_time", "status", "message_id", "created_at"]
+        read_only_fields = fields
+
+
+class PaymentCreateApi(APIView):
+    @extend_schema(
+        tags=["payments"],
+        summary="Pay an order",
+        description=(
+            "Charges the gateway, then records the payment in the local transaction of a "
+            "transactional message (payment_success_topic, tag pay, key = order id) whose "
+            "consumers mark the order PAID, award the points and send the SMS. Idempotent: "
+            "repeating a successful payment answers 200 with the same body and charges nothing."
+        ),
+        request=PaymentRequestSerializer,
+        responses={
+            201: PaymentResultSerializer,
+            200: OpenApiResponse(
+                PaymentResultSerializer, description="Already paid: the same body, no charge."
+            ),
+            202: OpenApiResponse(
+                PaymentResultSerializer,
+                description="The local transaction answered UNKNOWN: status PENDING, settled by check-back.",
+            ),
+            400: field_errors("Invalid input, or an amount that is not the order's."),
+            401: UNAUTHORIZED,
+            402: error("The gateway declined the payment; its reason is the detail."),
+            404: NOT_FOUND,
+            409: error("The order is not payable (cancelled, or a payment is in progress)."),
+            502: error("The payment gateway failed; nothing was charged."),
+            503: error("The payment could not be completed; the charge is marked for refund."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PaymentRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            outcome = payment_pay(user=request.user, **serializer.validated_data)
+        except PaymentOrderNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except PaymentAmountMismatch as exc:
+            raise ValidationError({"amount": [str(exc)]}) from exc
+        except PaymentNotPayable as exc:
+            raise Conflict(str(exc)) from exc
+        except PaymentDeclined as exc:
+            raise PaymentRequired(str(exc)) from exc
+        except PaymentGatewayFailed as exc:
+            raise BadGateway(str(exc)) from exc
+        except PaymentUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        if outcome.transaction_state != "COMMIT":
+            code = status.HTTP_202_ACCEPTED
+        else:
+            code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        return Response(PaymentResultSerializer(outcome).data, status=code)
+
+
+class PaymentDetailApi(APIView):
+    @extend_schema(
+        tags=["payments"],
+        summary="The payment record of one of the caller's orders",
+        responses={200: PaymentRecordSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        record = payment_record_get(user=request.user, order_id=order_id)
+        if record is None:
+            raise NotFound("payment not found")
+        return Response(PaymentRecordSerializer(record).data)

@@ -1,0 +1,53 @@
+"""The payment-success message: the contract between the payment producer and its
+consumer groups (orders, points, notifications)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+PRODUCER_GROUP = "payment_producer_group"
+TOPIC = "payment_success_topic"
+TAG = "pay"
+
+ORDER_CONSUMER_GROUP = "order_consumer_group"
+POINTS_CONSUMER_GROUP = "points_consumer_group"
+NOTIFICATION_CONSUMER_GROUP = "notification_consumer_group"
+
+
+class MalformedPaymentEvent(ValueError):
+    """The message body is not a payment-success event."""
+
+
+@dataclass(frozen=True)
+class PaymentSucceeded:
+    order_id: str
+    user_id: int
+    amount: Decimal
+    pay_time: datetime
+
+    def as_body(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "user_id": self.user_id,
+            "amount": f"{self.amount:.2f}",
+            "pay_time": self.pay_time.isoformat(),
+        }
+
+    @classmethod
+    def from_body(cls, body: Any) -> PaymentSucceeded:
+        try:
+            pay_time = parse_datetime(body["pay_time"])
+            amount = Decimal(body["amount"])
+            event = cls(
+                order_id=str(body["order_id"]), user_id=int(body["user_id"]), amount=amount, pay_time=pay_time
+            )
+        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            raise MalformedPaymentEvent(f"not a payment-success body: {body!r} ({exc!r})") from exc
+        if pay_time is None or not amount.is_finite() or amount <= 0:
+            raise MalformedPaymentEvent(f"not a payment-success body: {body!r}")
+        return event

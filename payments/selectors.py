@@ -1,0 +1,29 @@
+"""Reads of payments."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from payments.models import Charge, PaymentRecord
+
+
+def payment_record_get(*, user: AbstractBaseUser, order_id: str) -> Optional[PaymentRecord]:
+    """The user's payment record for this order (None when none, or someone else's)."""
+    return PaymentRecord.objects.filter(user=user, order_id=order_id).first()
+
+
+def payment_success_get(*, order_id: str) -> Optional[PaymentRecord]:
+    return PaymentRecord.objects.filter(order_id=order_id, status=PaymentRecord.Status.SUCCESS).first()
+
+
+def payment_blocks_cancel(*, order_id: str) -> bool:
+    """True when a payment has claimed the order (an active charge) or succeeded.
+
+    Read under the order row lock by ``orders.services.order_cancel``.
+    """
+    return (
+        Charge.objects.active().filter(order_id=order_id).exists()
+        or PaymentRecord.objects.filter(order_id=order_id, status=PaymentRecord.Status.SUCCESS).exists()
+    )
