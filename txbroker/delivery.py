@@ -34,6 +34,7 @@ from django.utils import timezone
 from txbroker.conf import txsettings
 from txbroker.exceptions import NoConsumer
 from txbroker.faults import fault_point
+from txbroker.metrics import observe_delivery
 from txbroker.models import Delivery, TraceEvent
 from txbroker.producer import trimmed_traceback
 from txbroker.registry import Consumer, registry
@@ -47,6 +48,8 @@ Event = TraceEvent.Event
 
 # Set when the worker is asked to stop: a running batch releases what it has not started.
 stopping = threading.Event()
+# Set while this process runs a batch (the SIGTERM handler waits for it to wind down).
+in_batch = threading.Event()
 
 
 @dataclass
@@ -182,12 +185,16 @@ def deliver_due(*, budget_seconds: Optional[float] = None, batch_size: Optional[
     budget = txsettings.TASK_BUDGET if budget_seconds is None else budget_seconds
     size = batch_size or txsettings.BATCH_SIZE
     deadline = time.monotonic() + budget
-    while not stopping.is_set():
-        token, batch = claim_due(size)
-        report.claimed += len(batch)
-        run_batch(batch, token, report)
-        if len(batch) < size or time.monotonic() >= deadline:
-            break
+    in_batch.set()
+    try:
+        while not stopping.is_set():
+            token, batch = claim_due(size)
+            report.claimed += len(batch)
+            run_batch(batch, token, report)
+            if len(batch) < size or time.monotonic() >= deadline:
+                break
+    finally:
+        in_batch.clear()
     return report
 
 
@@ -266,6 +273,7 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
             status = _mark_failed(delivery, token, consumer, error, elapsed_ms)
             report.failed += 1
             report.dead += status == Status.DEAD
+    observe_delivery(delivery.consumer_group, status, elapsed_ms, message.resolved_at)
     fault_point("handler_after_commit")
     return status
 
@@ -380,6 +388,43 @@ def replay(msg_id: str, *, group: Optional[str] = None, force: bool = False, act
                 detail=f"{status} -> PENDING{' (forced)' if status == Status.SUCCEEDED else ''}",
             )
             for _, grp, status in picked
+        )
+        from txbroker.transitions import wake_deliveries
+
+        transaction.on_commit(wake_deliveries, using=db)
+    return len(picked)
+
+
+def replay_many(
+    delivery_ids: Iterable[int], *, statuses: Iterable[str] = (Status.DEAD,), actor: str = ""
+) -> int:
+    """Make the given deliveries due now if they are still in one of ``statuses`` (DEAD by
+    default): the bulk form of :func:`replay` (one transaction, one wake-up). Returns how
+    many were replayed."""
+    db = broker_db()
+    statuses = list(statuses)
+    now = timezone.now()
+    with transaction.atomic(using=db):
+        picked = list(
+            Delivery.objects.using(db)
+            .filter(pk__in=list(delivery_ids), status__in=statuses)
+            .select_for_update()
+            .values_list("pk", "message_id", "consumer_group", "status")
+        )
+        if not picked:
+            return 0
+        Delivery.objects.using(db).filter(pk__in=[p[0] for p in picked], status__in=statuses).update(
+            status=Status.PENDING, next_attempt_at=now, updated_at=now, claim_token="", claimed_until=None
+        )
+        trace_many(
+            TraceEvent(
+                message_id=msg_id,
+                event=Event.REPLAY,
+                consumer_group=grp,
+                actor=actor,
+                detail=f"{status} -> PENDING{' (forced)' if status == Status.SUCCEEDED else ''}",
+            )
+            for _, msg_id, grp, status in picked
         )
         from txbroker.transitions import wake_deliveries
 

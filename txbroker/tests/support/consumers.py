@@ -33,8 +33,8 @@ def _effect(message: ConsumedMessage) -> None:
     key = message.key
     _note_attempt(key, message.consumer_group)
     plan = Plan.objects.filter(key=key).first()
-    if plan and plan.sleep_seconds:
-        time.sleep(plan.sleep_seconds)
+    if plan and plan.sleep_seconds and message.reconsume_times == 0:
+        time.sleep(plan.sleep_seconds)  # first attempt only: a slow handler to kill
     if plan and message.reconsume_times < plan.fail_times:
         raise RuntimeError(f"planned failure {message.reconsume_times + 1} of {plan.fail_times}")
     effect, _ = Effect.objects.get_or_create(key=key, consumer_group=message.consumer_group)

@@ -1,0 +1,131 @@
+"""Settings: typed defaults, environment overrides, loud errors; the database router; the
+periodic tasks; migrations in step with the models."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.test import override_settings
+
+from txbroker import faults
+from txbroker.conf import parse_duration, parse_faults, txsettings
+from txbroker.models import Message
+from txbroker.routers import TxBrokerRouter
+from txbroker.schedule import CHECK_TASK_NAME, SWEEP_TASK_NAME, ensure_periodic_tasks
+
+
+def test_defaults_are_rocketmqs(monkeypatch):
+    for name in ("TXBROKER_CHECK_INTERVAL", "TXBROKER_TRANSACTION_TIMEOUT", "TXBROKER_RETRY_DELAYS"):
+        monkeypatch.delenv(name, raising=False)
+    assert txsettings.CHECK_INTERVAL == 30
+    assert txsettings.TRANSACTION_TIMEOUT == 6
+    assert txsettings.CHECK_MAX == 15
+    assert txsettings.MAX_RECONSUME_TIMES == 16
+    assert txsettings.SWEEP_INTERVAL == 5
+    assert txsettings.DATABASE == "default"
+    assert txsettings.RETRY_DELAYS == (
+        10,
+        30,
+        60,
+        120,
+        180,
+        240,
+        300,
+        360,
+        420,
+        480,
+        540,
+        600,
+        1200,
+        1800,
+        3600,
+        7200,
+    )
+
+
+def test_environment_beats_settings_beats_default(monkeypatch):
+    monkeypatch.delenv("TXBROKER_CHECK_MAX", raising=False)
+    with override_settings(TXBROKER_CHECK_MAX=4):
+        assert txsettings.CHECK_MAX == 4
+        monkeypatch.setenv("TXBROKER_CHECK_MAX", "7")
+        assert txsettings.CHECK_MAX == 7
+    monkeypatch.setenv("TXBROKER_RETRY_DELAYS", "1s, 2m 1h")
+    assert txsettings.RETRY_DELAYS == (1, 120, 3600)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TXBROKER_CHECK_MAX", "0"),
+        ("TXBROKER_CHECK_INTERVAL", "soon"),
+        ("TXBROKER_RETRY_DELAYS", ""),
+        ("TXBROKER_FAULTS", "after_lunch=0.5"),
+        ("TXBROKER_FAULTS", "after_half_stored=2"),
+    ],
+)
+def test_bad_values_fail_loudly_naming_the_setting(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=name):
+        getattr(txsettings, name.removeprefix("TXBROKER_"))
+
+
+def test_durations_and_faults_parse():
+    assert [parse_duration(v) for v in ("10s", "2m", "1h", "7d", "250ms", "3")] == [
+        10,
+        120,
+        3600,
+        604800,
+        0.25,
+        3,
+    ]
+    assert parse_faults("after_half_stored=0.05, handler_after_commit=0") == {"after_half_stored": 0.05}
+
+
+def test_fault_points_cost_nothing_when_unset(monkeypatch):
+    monkeypatch.delenv("TXBROKER_FAULTS", raising=False)
+    faults.reset()
+    faults.fault_point("after_half_stored")  # returns: nothing configured
+    assert faults.active_faults() == {}
+    faults.reset()
+
+
+def test_router_keeps_broker_tables_on_their_alias(monkeypatch):
+    router = TxBrokerRouter()
+    monkeypatch.setenv("TXBROKER_DATABASE", "broker")
+    from orders.models import Order  # any domain model
+
+    assert router.db_for_write(Message) == "broker"
+    assert router.db_for_read(Order) is None
+    assert router.allow_migrate("broker", "txbroker") is True
+    assert router.allow_migrate("default", "txbroker") is False
+    assert router.allow_migrate("broker", "orders") is False
+    assert router.allow_migrate("default", "orders") is True
+    monkeypatch.setenv("TXBROKER_DATABASE", "default")
+    assert router.allow_migrate("default", "txbroker") is None
+
+
+@pytest.mark.django_db
+def test_periodic_tasks_are_created_once_and_synced_on_request(monkeypatch):
+    from django_celery_beat.models import PeriodicTask
+
+    monkeypatch.setenv("TXBROKER_SWEEP_INTERVAL", "5")
+    ensure_periodic_tasks()  # post_migrate ran it; a flushed test database may need it again
+    assert ensure_periodic_tasks() == []
+    tasks = {t.name: t for t in PeriodicTask.objects.filter(name__in=[CHECK_TASK_NAME, SWEEP_TASK_NAME])}
+    assert tasks[CHECK_TASK_NAME].task == "txbroker.check_pass"
+    assert tasks[SWEEP_TASK_NAME].interval.every == 5
+
+    monkeypatch.setenv("TXBROKER_SWEEP_INTERVAL", "2")
+    assert ensure_periodic_tasks() == []  # an admin's edit is kept unless asked
+    assert ensure_periodic_tasks(sync=True) == [f"synced {SWEEP_TASK_NAME} to every 2s"]
+    assert PeriodicTask.objects.get(name=SWEEP_TASK_NAME).interval.every == 2
+
+
+@pytest.mark.django_db
+def test_migrations_match_the_models():
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
