@@ -7,5 +7,5 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/txbroker")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
-os.environ.setdefault("DJANGO_EXTRA_APPS", "txbroker.tests.support")
+os.environ.setdefault("DJANGO_EXTRA_APPS", "txbroker.tests.support,harness")
 os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
