@@ -9,3 +9,5 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 os.environ.setdefault("DJANGO_EXTRA_APPS", "txbroker.tests.support,harness")
 os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
+# A second database, for the test that keeps txbroker's tables on their own alias.
+os.environ.setdefault("TXBROKER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/txbroker_alias")

@@ -22,13 +22,11 @@ class TxBrokerConfig(AppConfig):
 
 def _ensure_schedule(using: str = "default", **kwargs) -> None:
     from django.apps import apps
+    from django.db import DEFAULT_DB_ALIAS
 
-    if not apps.is_installed("django_celery_beat"):
+    # Beat's DatabaseScheduler reads the default database only.
+    if using != DEFAULT_DB_ALIAS or not apps.is_installed("django_celery_beat"):
         return
-    from django.db import router
-    from django_celery_beat.models import PeriodicTask
+    from txbroker.schedule import ensure_periodic_tasks
 
-    if router.allow_migrate_model(using, PeriodicTask):
-        from txbroker.schedule import ensure_periodic_tasks
-
-        ensure_periodic_tasks(using=using)
+    ensure_periodic_tasks(using=using)
