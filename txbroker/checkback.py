@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from txbroker.conf import txsettings
+from txbroker.metrics import observe_check_pass
 from txbroker.models import LocalTransactionState, Message, TraceEvent
 from txbroker.producer import as_state, trimmed_traceback
 from txbroker.registry import registry
@@ -55,6 +56,7 @@ def check_pass(*, max_batches: int = 100, now=None, progress=None) -> CheckRepor
             progress(report)
         if claimed < txsettings.CHECK_BATCH_SIZE:
             break
+    observe_check_pass(report.outcomes)
     return report
 
 
