@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from txbroker.conf import txsettings
 from txbroker.exceptions import NoConsumer
-from txbroker.faults import fault_point
+from txbroker.faults import fault_error, fault_point
 from txbroker.metrics import observe_delivery
 from txbroker.models import Delivery, TraceEvent
 from txbroker.producer import trimmed_traceback
@@ -245,6 +245,8 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
                     f"no consumer registered for group {delivery.consumer_group!r} on topic "
                     f"{message.topic!r} in this worker (was it removed from the code?)"
                 )
+            if delivery.attempts == 1:
+                fault_error("handler_first_attempt_error")
             with ExitStack() as savepoints:
                 _atomic_all(savepoints, databases)
                 consumer.handler(
