@@ -30,7 +30,7 @@ from payments.events import PaymentSucceeded
 from payments.gateways import get_gateway
 from payments.models import PaymentRecord
 from points.services import points_award_for_payment
-from txbroker.faults import fault_point
+from txbroker.faults import fault_error, fault_point
 
 logger = logging.getLogger("harness.naive")
 
@@ -88,6 +88,8 @@ def _publish(body: dict) -> None:
 
 
 def _run(service, body: dict) -> None:
+    # Every naive attempt is a first attempt: there is no retry.
+    fault_error("handler_first_attempt_error")
     event = PaymentSucceeded.from_body(body)
     with transaction.atomic():
         service(event)
