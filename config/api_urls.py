@@ -1,5 +1,6 @@
 """Every app's REST endpoints under /api/."""
 
+from django.apps import apps
 from django.urls import include, path
 
 urlpatterns = [
@@ -9,3 +10,7 @@ urlpatterns = [
     path("", include("notifications.urls")),
     path("txbroker/", include("txbroker.api.urls")),
 ]
+
+if apps.is_installed("harness"):
+    # The chaos command's naive baseline (DJANGO_EXTRA_APPS=harness only).
+    urlpatterns.append(path("naive/", include("harness.urls")))
