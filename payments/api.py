@@ -68,6 +68,8 @@ class PaymentRecordSerializer(serializers.ModelSerializer):
 
 
 class PaymentCreateApi(APIView):
+    throttle_scope = "payments"  # DJANGO_THROTTLE_PAYMENTS_RATE
+
     @extend_schema(
         tags=["payments"],
         summary="Pay an order",
