@@ -163,6 +163,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # Only views with a ``throttle_scope`` are throttled: the token and payment endpoints.
+    # Counters live in the cache below (Redis when there is one, so every process shares them).
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
+        "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "txbroker order-payment API",
@@ -201,6 +208,28 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+
+# --- Cache (the API's throttling counters) ---------------------------------------------------
+# Shared by every web process, so a limit holds across gunicorn workers: Redis (REDIS_URL, or
+# the Celery broker's Redis). Without Redis (the embedded defaults) a per-process locmem cache:
+# each process then counts on its own, which is fine for one local process only.
+CACHE_REDIS_URL = os.environ.get("REDIS_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+if CACHE_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+            "KEY_PREFIX": "txbroker-cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Request bodies: every API body is a few hundred bytes; refuse big ones early (400).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", str(256 * 1024)))
 
 # --- Logging -----------------------------------------------------------------------------------
 LOGGING = {
