@@ -28,6 +28,7 @@ class TokenSerializer(serializers.Serializer):
 class AuthTokenApi(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
+    throttle_scope = "auth_token"  # password guessing: DJANGO_THROTTLE_AUTH_TOKEN_RATE
 
     @extend_schema(
         tags=["auth"],
