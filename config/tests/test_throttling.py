@@ -16,7 +16,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def low_rates(monkeypatch):
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth_token": "3/minute", "payments": "2/minute"})
+    monkeypatch.setattr(
+        ScopedRateThrottle, "THROTTLE_RATES", {"auth_token": "3/minute", "payments": "2/minute"}
+    )
 
 
 def test_the_throttle_counters_live_in_redis_shared_by_every_process():
