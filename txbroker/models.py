@@ -208,7 +208,41 @@ class TraceEvent(models.Model):
 
     class Meta:
         ordering = ["message_id", "id"]
-        indexes = [models.Index(fields=["message", "id"], name="txb_trace_message")]
+        indexes = [
+            models.Index(fields=["message", "id"], name="txb_trace_message"),
+            # The dashboard's per-minute throughput (commits, attempts) over the last hour.
+            models.Index(fields=["event", "at"], name="txb_trace_event_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S.%f} {self.event} {self.detail[:60]}"
+
+
+# --- operator views (admin only: proxies, no tables) ---------------------------------------
+class DeadLetterQuerySet(DeliveryQuerySet):
+    pass
+
+
+class DeadLetterManager(models.Manager.from_queryset(DeadLetterQuerySet)):
+    def get_queryset(self) -> DeadLetterQuerySet:
+        return super().get_queryset().filter(status=Delivery.Status.DEAD)
+
+
+class DeadLetter(Delivery):
+    """A DEAD delivery, as the admin's per-group dead-letter queue shows it."""
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        ordering = ["-updated_at", "-id"]
+
+
+class Dashboard(Message):
+    """The admin's dashboard page (a proxy only so that the admin index links to it)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"

@@ -3,12 +3,22 @@ did it in the message's trace."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Optional
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from txbroker import delivery
 from txbroker.exceptions import InvalidTransition, MessageNotFound
-from txbroker.models import Message, TraceEvent
+from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.transitions import broker_db, message_commit, message_resume, message_rollback
+
+# Rows per transaction in bulk actions.
+BATCH_SIZE = 500
 
 
 def get_message(msg_id: str) -> Message:
@@ -48,3 +58,162 @@ def message_trace(msg_id: str) -> list[TraceEvent]:
     """The message's trace, in order."""
     get_message(msg_id)
     return list(TraceEvent.objects.using(broker_db()).filter(message_id=msg_id).order_by("id"))
+
+
+# --- bulk actions ---------------------------------------------------------------------------
+Progress = Callable[[int, Optional[int]], None]  # (done so far, total if known)
+
+
+def replay_deliveries(delivery_ids: Iterable[int], *, actor: str = "") -> int:
+    """Replay the given DEAD deliveries (the dead-letter queue's bulk action); deliveries no
+    longer DEAD are left alone. Returns how many were replayed."""
+    ids = list(delivery_ids)
+    replayed = 0
+    for start in range(0, len(ids), BATCH_SIZE):
+        replayed += delivery.replay_many(ids[start : start + BATCH_SIZE], actor=actor)
+    return replayed
+
+
+def dead_letter_ids(*, group: Optional[str] = None, since: Optional[datetime] = None) -> QuerySet:
+    """Ids of DEAD deliveries, optionally of one consumer group and dead since ``since``."""
+    qs = Delivery.objects.using(broker_db()).dead()
+    if group:
+        qs = qs.filter(consumer_group=group)
+    if since:
+        qs = qs.filter(updated_at__gte=since)
+    return qs.order_by("pk").values_list("pk", flat=True)
+
+
+def replay_dead(
+    *,
+    group: Optional[str] = None,
+    since: Optional[datetime] = None,
+    actor: str = "",
+    dry_run: bool = False,
+    progress: Optional[Progress] = None,
+) -> int:
+    """Replay every dead letter (of ``group``, dead since ``since``), in batches; with
+    ``dry_run`` only count them. Returns the count.
+
+    Works through a snapshot of ids (ascending, up to the highest at the start), so a
+    delivery that dies again while this runs is not replayed twice.
+    """
+    ids = dead_letter_ids(group=group, since=since)
+    if dry_run:
+        return ids.count()
+    total = ids.count()
+    ceiling = ids.last()
+    done = 0
+    last = 0
+    while ceiling is not None:
+        batch = list(ids.filter(pk__gt=last, pk__lte=ceiling)[:BATCH_SIZE])
+        if not batch:
+            break
+        last = batch[-1]
+        done += delivery.replay_many(batch, actor=actor)
+        if progress is not None:
+            progress(done, total)
+    return done
+
+
+def discarded_ids() -> QuerySet:
+    return (
+        Message.objects.using(broker_db())
+        .filter(state=Message.State.DISCARDED)
+        .order_by("-created_at", "-msg_id")
+        .values_list("msg_id", flat=True)
+    )
+
+
+def resume_all(*, actor: str = "", dry_run: bool = False, progress: Optional[Progress] = None) -> int:
+    """Resume checking of every DISCARDED message. Returns how many were resumed."""
+    ids = discarded_ids()
+    total = ids.count()
+    if dry_run:
+        return total
+    done = 0
+    # Each resumed message leaves DISCARDED, so re-reading the first batch moves on.
+    while True:
+        batch = list(ids[:BATCH_SIZE])
+        if not batch:
+            break
+        moved = sum(message_resume(msg_id, actor=actor) for msg_id in batch)
+        done += moved
+        if progress is not None:
+            progress(done, total)
+        if not moved:
+            break
+    return done
+
+
+@dataclass
+class PurgeReport:
+    messages: int = 0
+    deliveries: int = 0
+    trace_events: int = 0
+    keys: int = 0
+
+
+def purgeable(*, cutoff: datetime) -> QuerySet:
+    """Finished messages settled before ``cutoff``: ROLLED_BACK, or COMMITTED with every
+    delivery SUCCEEDED before ``cutoff``. Never HALF or DISCARDED, never a message with an
+    undone (PENDING, RUNNING, RETRY) or DEAD delivery."""
+    db = broker_db()
+    unfinished = (
+        Delivery.objects.using(db)
+        .filter(message=OuterRef("pk"))
+        .filter(~Q(status=Delivery.Status.SUCCEEDED) | Q(succeeded_at__gte=cutoff))
+    )
+    return (
+        Message.objects.using(db)
+        .filter(state__in=[Message.State.COMMITTED, Message.State.ROLLED_BACK])
+        .filter(created_at__lt=cutoff, resolved_at__lt=cutoff)
+        .filter(~Exists(unfinished))
+    )
+
+
+def purge(
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    batch_size: int = 1000,
+    progress: Optional[Progress] = None,
+    now: Optional[datetime] = None,
+) -> PurgeReport:
+    """Delete finished messages (see :func:`purgeable`) older than ``older_than``, with their
+    deliveries, keys and trace, one batch per transaction. ``dry_run`` only counts."""
+    db = broker_db()
+    cutoff = (now or timezone.now()) - older_than
+    report = PurgeReport()
+    candidates = purgeable(cutoff=cutoff)
+    if dry_run:
+        report.messages = candidates.count()
+        ids = candidates.values("pk")
+        report.deliveries = Delivery.objects.using(db).filter(message__in=ids).count()
+        report.trace_events = TraceEvent.objects.using(db).filter(message__in=ids).count()
+        report.keys = MessageKey.objects.using(db).filter(message__in=ids).count()
+        return report
+    total = candidates.count()
+    while True:
+        with transaction.atomic(using=db):
+            # Lock the batch and its deliveries, then check again: a replay that got there
+            # first has made the message unfinished, and it is left alone.
+            batch = list(
+                candidates.select_for_update(skip_locked=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not batch:
+                break
+            list(
+                Delivery.objects.using(db).filter(message_id__in=batch).select_for_update().values_list("pk")
+            )
+            batch = list(candidates.filter(pk__in=batch).values_list("pk", flat=True))
+            # Plain DELETEs, children first: no rows are loaded into Python.
+            report.deliveries += Delivery.objects.using(db).filter(message_id__in=batch)._raw_delete(db)
+            report.trace_events += TraceEvent.objects.using(db).filter(message_id__in=batch)._raw_delete(db)
+            report.keys += MessageKey.objects.using(db).filter(message_id__in=batch)._raw_delete(db)
+            report.messages += Message.objects.using(db).filter(pk__in=batch)._raw_delete(db)
+        if progress is not None:
+            progress(report.messages, total)
+    return report
