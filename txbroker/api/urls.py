@@ -1,1 +1,19 @@
-urlpatterns: list = []
+"""The broker's operator REST API, under /api/txbroker/ (staff only)."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "txbroker-api"
+
+urlpatterns = [
+    path("messages/", views.MessageListView.as_view(), name="message-list"),
+    path("messages/<str:msg_id>/", views.MessageDetailView.as_view(), name="message-detail"),
+    path("messages/<str:msg_id>/replay/", views.ReplayView.as_view(), name="message-replay"),
+    path("messages/<str:msg_id>/resume/", views.ResumeView.as_view(), name="message-resume"),
+    path("messages/<str:msg_id>/commit/", views.CommitView.as_view(), name="message-commit"),
+    path("messages/<str:msg_id>/rollback/", views.RollbackView.as_view(), name="message-rollback"),
+    path("dead-letters/", views.DeadLetterListView.as_view(), name="dead-letter-list"),
+    path("dead-letters/replay/", views.DeadLetterReplayView.as_view(), name="dead-letter-replay"),
+    path("stats/", views.StatsView.as_view(), name="stats"),
+]

@@ -1,0 +1,261 @@
+"""The broker's operator REST API: thin views over ``selectors`` (reads) and
+``operations`` (actions). Staff only; actions also need their model permission."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission, IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from txbroker import operations, selectors
+from txbroker.exceptions import InvalidTransition, MessageNotFound
+from txbroker.models import Delivery, Message, TraceEvent
+from txbroker.transitions import broker_db
+
+from . import serializers as s
+
+TAGS = ["txbroker"]
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "the message is not in a state that allows this"
+    default_code = "conflict"
+
+
+class HasModelPermission(BasePermission):
+    """The view's ``required_permission`` (staff is checked separately)."""
+
+    def has_permission(self, request, view) -> bool:
+        perm = getattr(view, "required_permission", None)
+        return perm is None or request.user.has_perm(perm)
+
+
+class CursorPage(CursorPagination):
+    """``{"results": [...], "next": url or null}``, by a cursor (no COUNT, no OFFSET)."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+    ordering = ("-created_at", "-msg_id")
+
+    def get_paginated_response(self, data):
+        return Response({"results": data, "next": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["results", "next"],
+            "properties": {
+                "results": schema,
+                "next": {"type": "string", "nullable": True, "format": "uri"},
+            },
+        }
+
+
+class DeadLetterCursorPage(CursorPage):
+    ordering = ("-id",)
+
+
+def actor(request: Request) -> str:
+    return request.user.get_username()
+
+
+def deliveries_prefetch() -> Prefetch:
+    return Prefetch("deliveries", queryset=Delivery.objects.using(broker_db()).order_by("consumer_group"))
+
+
+class BrokerView(GenericAPIView):
+    permission_classes = [IsAdminUser, HasModelPermission]
+    required_permission: str | None = None
+
+    def handle_exception(self, exc):
+        if isinstance(exc, MessageNotFound):
+            exc = NotFound(str(exc))
+        elif isinstance(exc, InvalidTransition):
+            exc = Conflict(str(exc))
+        return super().handle_exception(exc)
+
+
+class MessageListView(BrokerView):
+    serializer_class = s.MessageSerializer
+    pagination_class = CursorPage
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Find messages",
+        parameters=[s.MessageFilterSerializer],
+        responses={200: s.MessageSerializer(many=True), 400: s.BrokerErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        filters = s.MessageFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.message_list(**filters.validated_data).prefetch_related(deliveries_prefetch())
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class MessageDetailView(BrokerView):
+    serializer_class = s.MessageDetailSerializer
+
+    @extend_schema(
+        tags=TAGS,
+        summary="One message with its body, properties, deliveries and trace",
+        responses={200: s.MessageDetailSerializer, 404: s.BrokerErrorSerializer},
+    )
+    def get(self, request: Request, msg_id: str) -> Response:
+        message = (
+            Message.objects.using(broker_db())
+            .prefetch_related(
+                deliveries_prefetch(),
+                Prefetch("trace", queryset=TraceEvent.objects.using(broker_db()).order_by("id")),
+            )
+            .filter(pk=msg_id)
+            .first()
+        )
+        if message is None:
+            raise MessageNotFound(f"no message with id {msg_id!r}")
+        return Response(self.get_serializer(message).data)
+
+
+class ReplayView(BrokerView):
+    required_permission = "txbroker.replay_message"
+    serializer_class = s.ReplayRequestSerializer
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Deliver a committed message again (DEAD and RETRY deliveries; SUCCEEDED with force)",
+        request=s.ReplayRequestSerializer,
+        responses={
+            202: s.ReplayResponseSerializer,
+            400: s.BrokerErrorSerializer,
+            404: s.BrokerErrorSerializer,
+            409: OpenApiResponse(s.BrokerErrorSerializer, description="not COMMITTED, or no such group"),
+        },
+    )
+    def post(self, request: Request, msg_id: str) -> Response:
+        body = s.ReplayRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        replayed = operations.replay(
+            msg_id,
+            group=body.validated_data.get("consumer_group") or None,
+            force=body.validated_data["force"],
+            actor=actor(request),
+        )
+        return Response({"msg_id": msg_id, "replayed": replayed}, status=status.HTTP_202_ACCEPTED)
+
+
+class ResumeView(BrokerView):
+    required_permission = "txbroker.resume_message"
+    serializer_class = s.StateResponseSerializer
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Resume checking a DISCARDED message (its check count starts again)",
+        request=None,
+        responses={
+            202: s.StateResponseSerializer,
+            404: s.BrokerErrorSerializer,
+            409: OpenApiResponse(s.BrokerErrorSerializer, description="the message is not DISCARDED"),
+        },
+    )
+    def post(self, request: Request, msg_id: str) -> Response:
+        operations.resume(msg_id, actor=actor(request))
+        return Response({"msg_id": msg_id, "state": Message.State.HALF}, status=status.HTTP_202_ACCEPTED)
+
+
+class ResolveView(BrokerView):
+    required_permission = "txbroker.resolve_message"
+    serializer_class = s.StateResponseSerializer
+    commit = True
+
+    def post(self, request: Request, msg_id: str) -> Response:
+        operations.resolve(msg_id, commit=self.commit, actor=actor(request))
+        state = Message.State.COMMITTED if self.commit else Message.State.ROLLED_BACK
+        return Response({"msg_id": msg_id, "state": state}, status=status.HTTP_202_ACCEPTED)
+
+
+_resolve_responses = {
+    202: s.StateResponseSerializer,
+    404: s.BrokerErrorSerializer,
+    409: OpenApiResponse(s.BrokerErrorSerializer, description="the message is not HALF"),
+}
+
+
+class CommitView(ResolveView):
+    commit = True
+
+    @extend_schema(
+        tags=TAGS, summary="Commit a HALF message by hand", request=None, responses=_resolve_responses
+    )
+    def post(self, request: Request, msg_id: str) -> Response:
+        return super().post(request, msg_id)
+
+
+class RollbackView(ResolveView):
+    commit = False
+
+    @extend_schema(
+        tags=TAGS, summary="Roll back a HALF message by hand", request=None, responses=_resolve_responses
+    )
+    def post(self, request: Request, msg_id: str) -> Response:
+        return super().post(request, msg_id)
+
+
+class DeadLetterListView(BrokerView):
+    serializer_class = s.DeadLetterSerializer
+    pagination_class = DeadLetterCursorPage
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Dead letters (DEAD deliveries) with their messages, newest first",
+        parameters=[s.DeadLetterFilterSerializer],
+        responses={200: s.DeadLetterSerializer(many=True), 400: s.BrokerErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        filters = s.DeadLetterFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.dead_letters(consumer_group=filters.validated_data.get("consumer_group"))
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class DeadLetterReplayView(BrokerView):
+    required_permission = "txbroker.replay_message"
+    serializer_class = s.DeadLetterReplayRequestSerializer
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Replay dead letters in bulk (of one group, dead since a time)",
+        request=s.DeadLetterReplayRequestSerializer,
+        responses={202: s.BulkReplayResponseSerializer, 400: s.BrokerErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        body = s.DeadLetterReplayRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        dry_run = body.validated_data["dry_run"]
+        replayed = operations.replay_dead(
+            group=body.validated_data.get("consumer_group") or None,
+            since=body.validated_data.get("since"),
+            dry_run=dry_run,
+            actor=actor(request),
+        )
+        return Response({"replayed": replayed, "dry_run": dry_run}, status=status.HTTP_202_ACCEPTED)
+
+
+class StatsView(BrokerView):
+    serializer_class = s.StatsSerializer
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Messages per state; per consumer group deliveries per status, lag and oldest pending age",
+        responses={200: s.StatsSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(selectors.stats())
