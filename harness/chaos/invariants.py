@@ -1,0 +1,216 @@
+"""What must hold once a chaos run has settled, checked on the final state and counted.
+
+Counted as ``lost``: an effect a successful payment should have and does not (order not
+PAID, no points record, no notification; a user's balance short of their records), and a
+payment the client was told succeeded (200/201) with no record. ``doubled``: an effect
+recorded more than once, an effect with no successful payment behind it, a balance above
+the user's records. ``stuck``: what is left unsettled: HALF messages, deliveries PENDING,
+RETRY or RUNNING, DEAD deliveries, DISCARDED messages the checker could have settled.
+Anything else wrong (wrong points, a message settled against its record, a declined
+payment with a record) is counted under ``other_violations``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from harness.chaos.load import Outcome
+
+SMS_ORDER = re.compile(r"for order (\S+) received")
+
+
+def _floor_points(amount: Decimal) -> int:
+    from points.services import points_for_amount
+
+    return points_for_amount(Decimal(amount))
+
+
+def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, Any]:
+    from notifications.models import Notification
+    from orders.models import Order
+    from payments.models import Charge, PaymentRecord
+    from points.models import PointsRecord, UserPoints
+
+    found: dict[str, Any] = {"design": design}
+    lost: Counter = Counter()
+    doubled: Counter = Counter()
+    stuck: Counter = Counter()
+    other: Counter = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+
+    def note(kind: str, counter: Counter, item: str, n: int = 1) -> None:
+        counter[kind] += n
+        if len(examples[kind]) < 5:
+            examples[kind].append(item)
+
+    records = {
+        r["order_id"]: r
+        for r in PaymentRecord.objects.filter(status=PaymentRecord.Status.SUCCESS).values(
+            "order_id", "user_id", "amount", "message_id"
+        )
+    }
+    orders = dict(Order.objects.values_list("order_id", "status"))
+    points_rows: dict[str, list[int]] = defaultdict(list)
+    for order_id, points in PointsRecord.objects.values_list("order_id", "points"):
+        points_rows[order_id].append(points)
+    notifications = Counter(
+        Notification.objects.filter(channel=Notification.Channel.SMS).values_list("order_id", flat=True)
+    )
+
+    # Every SUCCESS payment record: order PAID, one points record of floor(amount), one SMS.
+    for order_id, record in records.items():
+        if orders.get(order_id) != Order.Status.PAID:
+            note("order_not_paid", lost, order_id)
+        rows = points_rows.get(order_id, [])
+        if not rows:
+            note("points_record_missing", lost, order_id)
+        elif len(rows) > 1:
+            note("points_record_doubled", doubled, order_id, len(rows) - 1)
+        if rows and rows[0] != _floor_points(record["amount"]):
+            note("points_wrong_amount", other, f"{order_id}: {rows[0]} for {record['amount']}")
+        count = notifications.get(order_id, 0)
+        if count == 0:
+            note("notification_missing", lost, order_id)
+        elif count > 1:
+            note("notification_doubled", doubled, order_id, count - 1)
+    # Effects with no successful payment behind them.
+    for order_id, status in orders.items():
+        if status == Order.Status.PAID and order_id not in records:
+            note("paid_without_payment", doubled, order_id)
+    for order_id in points_rows:
+        if order_id not in records:
+            note("points_without_payment", doubled, order_id)
+    for order_id in notifications:
+        if order_id not in records:
+            note("notification_without_payment", doubled, order_id)
+
+    # Each user's balance is the sum of their records.
+    sums: dict[int, int] = defaultdict(int)
+    for user_id, points in PointsRecord.objects.values_list("user_id", "points"):
+        sums[user_id] += points
+    balances = dict(UserPoints.objects.values_list("user_id", "points"))
+    for user_id in set(sums) | set(balances):
+        balance, total = balances.get(user_id, 0), sums.get(user_id, 0)
+        if balance > total:
+            note("balance_above_records", doubled, f"user {user_id}: {balance} > {total}")
+        elif balance < total:
+            note("balance_below_records", lost, f"user {user_id}: {balance} < {total}")
+
+    # What the clients were told.
+    answers: Counter = Counter()
+    for outcome in outcomes:
+        for status in outcome.answers:
+            answers[status] += 1
+            if status in (200, 201) and outcome.order_id not in records:
+                note("acknowledged_without_record", lost, outcome.order_id)
+            if status == 402 and outcome.order_id in records:
+                note("declined_with_record", other, outcome.order_id)
+    found["http_answers"] = {str(k): v for k, v in sorted(answers.items())}
+
+    if design == "txbroker":
+        found["messages"], found["deliveries"] = _check_broker(records, lost, stuck, other, note)
+
+    # Informational: the SMS provider's view (at-least-once: a crash between the provider's
+    # accept and the commit sends it again), and the gateway charges left to reconcile.
+    sent = Counter()
+    if sms_path.exists():
+        for line in sms_path.read_text(encoding="utf-8").splitlines():
+            match = SMS_ORDER.search(json.loads(line)["text"]) if line.strip() else None
+            if match:
+                sent[match.group(1)] += 1
+    found["sms_provider"] = {
+        "sent": sum(sent.values()),
+        "orders_sent_more_than_once": sum(1 for n in sent.values() if n > 1),
+        "extra_sends": sum(n - 1 for n in sent.values() if n > 1),
+    }
+    found["charges"] = dict(Counter(Charge.objects.values_list("status", flat=True)))
+
+    succeeded = sum(1 for o in outcomes if o.final_status in (200, 201))
+    found["payments"] = {
+        "attempted": len(outcomes),
+        "orders_created": sum(1 for o in outcomes if o.order_created),
+        "succeeded": succeeded,
+        "pending_202": sum(1 for o in outcomes if o.final_status == 202),
+        "declined": sum(1 for o in outcomes if o.final_status == 402),
+        "declines_planned": sum(1 for o in outcomes if o.decline),
+        "unfinished": sum(1 for o in outcomes if o.final_status not in (200, 201, 202, 402)),
+        "records_success": len(records),
+        "orders_paid": sum(1 for s in orders.values() if s == Order.Status.PAID),
+    }
+    found["unfinished_examples"] = [
+        f"{o.order_id}: {o.final_status} {o.detail}"
+        for o in outcomes
+        if o.final_status not in (200, 201, 202, 402)
+    ][:5]
+    found["lost_by_kind"] = dict(lost)
+    found["doubled_by_kind"] = dict(doubled)
+    found["stuck_by_kind"] = dict(stuck)
+    found["other_violations_by_kind"] = dict(other)
+    found["examples"] = dict(examples)
+    found["lost"] = sum(lost.values())
+    found["doubled"] = sum(doubled.values())
+    found["stuck"] = sum(stuck.values())
+    found["other_violations"] = sum(other.values())
+    found["violations"] = found["lost"] + found["doubled"] + found["stuck"] + found["other_violations"]
+    return found
+
+
+def _check_broker(records, lost, stuck, other, note) -> tuple[dict, dict]:
+    from payments.events import TOPIC
+    from txbroker.models import Delivery, Message, TraceEvent
+
+    states = Counter(Message.objects.filter(topic=TOPIC).values_list("state", flat=True))
+    by_message = {r["message_id"]: order_id for order_id, r in records.items()}
+    checked = set(
+        TraceEvent.objects.filter(event=TraceEvent.Event.CHECK)
+        .values_list("message_id", flat=True)
+        .distinct()
+    )
+    settled_by_check: Counter = Counter()
+    for msg_id, state, keys in Message.objects.filter(topic=TOPIC).values_list("msg_id", "state", "keys"):
+        key = keys[0] if keys else ""
+        if msg_id in checked:
+            settled_by_check[state] += 1
+        if state == Message.State.HALF:
+            note("message_half", stuck, f"{msg_id} ({key})")
+        elif state == Message.State.COMMITTED and msg_id not in by_message:
+            note("committed_without_record", other, f"{msg_id} ({key})")
+        elif state == Message.State.ROLLED_BACK and msg_id in by_message:
+            note("rolled_back_with_record", other, f"{msg_id} ({key})")
+        elif state == Message.State.DISCARDED:
+            details = TraceEvent.objects.filter(message_id=msg_id, event=TraceEvent.Event.CHECK).values_list(
+                "detail", flat=True
+            )
+            if not details or not all("UNKNOWN" in d for d in details):
+                note("discarded_but_checker_could_tell", stuck, f"{msg_id} ({key})")
+    for order_id, record in records.items():
+        state = Message.objects.filter(pk=record["message_id"]).values_list("state", flat=True).first()
+        if state != Message.State.COMMITTED:
+            note("record_without_committed_message", lost, f"{order_id}: message {state}")
+
+    deliveries = Counter(Delivery.objects.values_list("status", flat=True))
+    for row in Delivery.objects.exclude(status__in=[Delivery.Status.SUCCEEDED]).values(
+        "message_id", "consumer_group", "status", "last_error"
+    ):
+        kind = "delivery_dead" if row["status"] == Delivery.Status.DEAD else "delivery_open"
+        last = (row["last_error"].strip().splitlines() or [""])[-1][:160]
+        note(kind, stuck, f"{row['message_id']} {row['consumer_group']} {row['status']}: {last}")
+    first_errors = TraceEvent.objects.filter(
+        event=TraceEvent.Event.DELIVERY_ATTEMPT, detail__contains="InjectedFault"
+    ).count()
+    reclaimed = TraceEvent.objects.filter(event=TraceEvent.Event.RECLAIMED).count()
+    released = TraceEvent.objects.filter(event=TraceEvent.Event.RELEASED).count()
+    return (
+        {"states": dict(states), "settled_by_check_back": dict(settled_by_check)},
+        {
+            "statuses": dict(deliveries),
+            "attempts_failed_by_injected_error": first_errors,
+            "claims_reclaimed_after_a_crash": reclaimed,
+            "claims_released_on_sigterm": released,
+        },
+    )

@@ -1,0 +1,120 @@
+"""The chaos load: each payment is an order created and paid over HTTP, by a client that
+retries what a real client retries (no answer, 5xx, "a payment is in progress"), with the
+same order id, so a retry is idempotent. Every answer is kept for the invariants."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from harness.load import ApiClient, ApiUser, amount_pick
+
+ATTEMPTS = 8
+DECLINE_METHOD = "sim_decline"
+APPROVE_METHOD = "sim_approve"
+
+
+@dataclass
+class PaymentPlan:
+    order_id: str
+    user: ApiUser
+    amount: Decimal
+    decline: bool
+
+
+@dataclass
+class Outcome:
+    order_id: str
+    user_id: int
+    amount: str
+    decline: bool
+    order_created: bool = False
+    final_status: int | None = None  # the last answer to the payment request
+    answers: list[int] = field(default_factory=list)  # every answer to the payment request
+    detail: str = ""
+
+
+def plan_payments(
+    *, count: int, users: list[ApiUser], tag: str, seed: int, decline_share: float, rounding_share: float
+) -> list[PaymentPlan]:
+    rng = random.Random(seed)
+    return [
+        PaymentPlan(
+            order_id=f"chaos-{tag}-{i:05d}",
+            user=users[i % len(users)],
+            amount=amount_pick(rng, rounding_share=rounding_share),
+            decline=rng.random() < decline_share,
+        )
+        for i in range(count)
+    ]
+
+
+def _retryable(status: int, body) -> bool:
+    if status == 0 or (status >= 500 and status != 502):
+        return True
+    detail = body.get("detail", "") if isinstance(body, dict) else ""
+    return status == 409 and "in progress" in str(detail)
+
+
+def pay_one(plan: PaymentPlan, *, base_url: str, pay_path: str) -> Outcome:
+    client = ApiClient(base_url, plan.user.token, timeout=30)
+    outcome = Outcome(plan.order_id, plan.user.user_id, f"{plan.amount:.2f}", plan.decline)
+    for attempt in range(ATTEMPTS):
+        answer = client.post("/api/orders/", {"order_id": plan.order_id, "amount": f"{plan.amount:.2f}"})
+        if answer.status in (201, 409):  # 409: an earlier attempt created it
+            outcome.order_created = True
+            break
+        if answer.status and answer.status < 500:
+            outcome.detail = f"order: {answer.status} {answer.body}"
+            return outcome
+        time.sleep(0.2 * (attempt + 1))
+    if not outcome.order_created:
+        outcome.detail = "order: no answer after retries"
+        return outcome
+    payload = {
+        "order_id": plan.order_id,
+        "amount": f"{plan.amount:.2f}",
+        "payment_method": DECLINE_METHOD if plan.decline else APPROVE_METHOD,
+    }
+    for attempt in range(ATTEMPTS):
+        answer = client.post(pay_path, payload)
+        outcome.answers.append(answer.status)
+        outcome.final_status = answer.status
+        outcome.detail = answer.error or (str(answer.body)[:200] if answer.status >= 300 else "")
+        if not _retryable(answer.status, answer.body):
+            break
+        time.sleep(0.2 * (attempt + 1))
+    return outcome
+
+
+def run_load(
+    plans: list[PaymentPlan],
+    *,
+    base_url: str,
+    pay_path: str,
+    concurrency: int,
+    progress: Callable[[int, int, Counter], None] | None = None,
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    finals: Counter = Counter()
+    lock = threading.Lock()
+    step = max(1, len(plans) // 10)
+
+    def one(plan: PaymentPlan) -> None:
+        outcome = pay_one(plan, base_url=base_url, pay_path=pay_path)
+        with lock:
+            outcomes.append(outcome)
+            finals[outcome.final_status] += 1
+            done = len(outcomes)
+            if progress is not None and (done % step == 0 or done == len(plans)):
+                progress(done, len(plans), finals)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="chaos-client") as pool:
+        list(pool.map(one, plans))
+    return outcomes

@@ -1,0 +1,107 @@
+"""The chaos report: one table, a column per design, and the JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("duration (s)", ("duration_seconds",)),
+    ("load (s)", ("load_seconds",)),
+    ("settled after (s)", ("settle", "seconds")),
+    ("payments attempted", ("payments", "attempted")),
+    ("  succeeded (200/201)", ("payments", "succeeded")),
+    ("  pending (202)", ("payments", "pending_202")),
+    ("  declined (402)", ("payments", "declined")),
+    ("  unfinished (no answer, 409, 5xx)", ("payments", "unfinished")),
+    ("  SUCCESS payment records", ("payments", "records_success")),
+    ("  orders PAID", ("payments", "orders_paid")),
+    ("LOST", ("lost",)),
+    ("DOUBLED", ("doubled",)),
+    ("STUCK", ("stuck",)),
+    ("other violations", ("other_violations",)),
+)
+
+
+def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return "-"
+        value = value[key]
+    return value
+
+
+def _kinds(reports: dict[str, dict[str, Any]], section: str) -> list[str]:
+    kinds: set[str] = set()
+    for report in reports.values():
+        kinds.update(report.get(section, {}))
+    return sorted(kinds)
+
+
+def table(reports: dict[str, dict[str, Any]]) -> str:
+    designs = list(reports)
+    rows: list[tuple[str, list[Any]]] = [
+        (label, [_get(reports[d], path) for d in designs]) for label, path in ROWS
+    ]
+    for section, title in (
+        ("lost_by_kind", "lost"),
+        ("doubled_by_kind", "doubled"),
+        ("stuck_by_kind", "stuck"),
+        ("other_violations_by_kind", "violation"),
+        ("faults_injected", "fault"),
+        ("restarts_by_supervisor", "restarted"),
+    ):
+        for kind in _kinds(reports, section):
+            rows.append((f"{title}: {kind}", [reports[d].get(section, {}).get(kind, 0) for d in designs]))
+    rows.append(
+        (
+            "SMS sent more than once (provider)",
+            [_get(reports[d], ("sms_provider", "extra_sends")) for d in designs],
+        )
+    )
+    rows.append(
+        (
+            "charges ABANDONED (to refund)",
+            [reports[d].get("charges", {}).get("ABANDONED", 0) for d in designs],
+        )
+    )
+    rows.append(
+        (
+            "charges left PENDING/APPROVED",
+            [sum(reports[d].get("charges", {}).get(s, 0) for s in ("PENDING", "APPROVED")) for d in designs],
+        )
+    )
+    rows.append(
+        (
+            "messages settled by check-back",
+            [_get(reports[d], ("messages", "settled_by_check_back")) for d in designs],
+        )
+    )
+    width = max(len(label) for label, _ in rows) + 2
+    cols = [max(12, *(len(str(v[i])) for _, v in rows), len(designs[i])) + 2 for i in range(len(designs))]
+    lines = ["".ljust(width) + "".join(d.rjust(cols[i]) for i, d in enumerate(designs))]
+    lines.append("-" * (width + sum(cols)))
+    for label, values in rows:
+        lines.append(label.ljust(width) + "".join(str(v).rjust(cols[i]) for i, v in enumerate(values)))
+    return "\n".join(lines)
+
+
+def combined(reports: dict[str, dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON: txbroker's lost/doubled/stuck at the top level, every design in full."""
+    main = reports["txbroker"]
+    return {
+        "lost": int(main["lost"]),
+        "doubled": int(main["doubled"]),
+        "stuck": int(main["stuck"]),
+        "violations": int(main["violations"]),
+        "settings": settings,
+        "designs": reports,
+    }
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,215 @@
+"""``manage.py chaos``: prove it, Jepsen-style. Real processes, real load over HTTP, faults
+injected while it runs, then invariants checked on the final state; ``--baseline`` runs the
+same against the naive design and reports side by side.
+
+The run never touches the developer's data: it creates its own PostgreSQL database
+(``--database-url``, whose name must contain "chaos"; dropped afterwards unless ``--keep``)
+and starts its own Redis server (so FLUSHALL wipes nothing else). Each design runs in a
+child process of this command whose settings point at that database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from harness.chaos.injector import Schedule
+from harness.chaos.report import combined, table, write_json
+from harness.chaos.runner import DEFAULT_FAULTS, DESIGNS, RunOptions, run_design
+from harness.procs import ROOT, RedisServer, database_drop, database_recreate, service_env
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/txbroker_chaos"
+CHAOS_DATABASE_REFUSED = "the chaos run drops its database: its name must contain 'chaos', not {name!r}"
+CHAOS_VIOLATED = "txbroker violated its invariants: lost={lost} doubled={doubled} stuck={stuck} other={other}"
+
+
+class Command(BaseCommand):
+    help = "Crash, wipe and cut everything under load; check nothing was lost, doubled or left stuck."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--payments", type=int, default=1000)
+        parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients")
+        parser.add_argument("--users", type=int, default=0, help="default: payments / 20, at least 4")
+        parser.add_argument("--decline-share", type=float, default=0.15)
+        parser.add_argument("--rounding-share", type=float, default=0.3, help="amounts like 0.99, 99.99")
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument("--faults", default=DEFAULT_FAULTS, help="TXBROKER_FAULTS of the processes")
+        parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between SIGKILLs")
+        parser.add_argument("--redis-every", type=float, default=15.0, help="seconds between Redis wipes")
+        parser.add_argument(
+            "--pg-every", type=float, default=10.0, help="seconds between pg_terminate_backend"
+        )
+        parser.add_argument("--web-workers", type=int, default=4)
+        parser.add_argument("--web-threads", type=int, default=4)
+        parser.add_argument("--worker-concurrency", type=int, default=3)
+        parser.add_argument("--settle-timeout", type=float, default=0.0, help="0: computed from intervals")
+        parser.add_argument("--baseline", action="store_true", help="also run the naive design")
+        parser.add_argument("--json", dest="json_path", help="write the report here")
+        parser.add_argument(
+            "--database-url", default=os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DATABASE_URL)
+        )
+        parser.add_argument(
+            "--redis-url",
+            default=os.environ.get("CHAOS_REDIS_URL", ""),
+            help="a shared Redis to use (FLUSHDB of its db); default: a private redis-server",
+        )
+        parser.add_argument("--run-dir", help="logs and SMS files (default: var/chaos/<time>)")
+        parser.add_argument("--keep", action="store_true", help="keep the databases for inspection")
+        # Internal: the child process that runs one design.
+        parser.add_argument("--inner-design", choices=DESIGNS, help="internal")
+        parser.add_argument("--inner-report", help="internal")
+
+    def handle(self, *args, **options) -> None:
+        if options["inner_design"]:
+            self._inner(options)
+            return
+        if options["payments"] < 1 or options["concurrency"] < 1:
+            raise CommandError("--payments and --concurrency must be at least 1")
+        name = urlsplit(options["database_url"]).path.lstrip("/")
+        if "chaos" not in name:
+            raise CommandError(CHAOS_DATABASE_REFUSED.format(name=name))
+        if options["seed"] is None:
+            options["seed"] = random.SystemRandom().randint(1, 10**6)
+        run_dir = Path(
+            options["run_dir"] or Path(settings.VAR_DIR) / "chaos" / time.strftime("%Y%m%d-%H%M%S")
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout.write(f"chaos run in {run_dir} (seed {options['seed']})")
+
+        redis_server = None if options["redis_url"] else RedisServer(run_dir)
+        redis_url = options["redis_url"] or redis_server.url
+        reports: dict[str, dict[str, Any]] = {}
+        try:
+            for design in ("txbroker", "naive") if options["baseline"] else ("txbroker",):
+                reports[design] = self._run_child(design, options, run_dir / design, redis_url, redis_server)
+        finally:
+            if redis_server is not None:
+                redis_server.stop()
+
+        summary = combined(reports, self._settings(options))
+        self.stdout.write("")
+        self.stdout.write(table(reports))
+        self.stdout.write("")
+        self.stdout.write(json.dumps({k: summary[k] for k in ("lost", "doubled", "stuck", "violations")}))
+        if options["json_path"]:
+            write_json(options["json_path"], summary)
+            self.stdout.write(f"report written to {options['json_path']}")
+        main = reports["txbroker"]
+        if main["violations"]:
+            raise CommandError(
+                CHAOS_VIOLATED.format(
+                    lost=main["lost"],
+                    doubled=main["doubled"],
+                    stuck=main["stuck"],
+                    other=main["other_violations"],
+                )
+            )
+        self.stdout.write(self.style.SUCCESS("txbroker: 0 lost, 0 doubled, 0 stuck"))
+
+    def _run_child(
+        self, design: str, options: dict, run_dir: Path, redis_url: str, redis_server
+    ) -> dict[str, Any]:
+        database_url = options["database_url"] + ("_naive" if design == "naive" else "")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        database_recreate(database_url)
+        if redis_server is not None:
+            from harness.procs import redis_wipe
+
+            redis_wipe(redis_url, whole_server=True)
+        report_path = run_dir / "report.json"
+        argv = [
+            sys.executable,
+            "manage.py",
+            "chaos",
+            "--inner-design",
+            design,
+            "--inner-report",
+            str(report_path),
+        ]
+        for key in (
+            "payments",
+            "concurrency",
+            "users",
+            "decline_share",
+            "rounding_share",
+            "seed",
+            "faults",
+            "kill_every",
+            "redis_every",
+            "pg_every",
+            "web_workers",
+            "web_threads",
+            "worker_concurrency",
+            "settle_timeout",
+        ):
+            argv += [f"--{key.replace('_', '-')}", str(options[key])]
+        argv += ["--database-url", database_url, "--redis-url", redis_url, "--run-dir", str(run_dir)]
+        env = service_env(database_url=database_url, broker_url=redis_url, run_dir=run_dir)
+        env["CHAOS_REDIS_WHOLE_SERVER"] = "1" if redis_server is not None else "0"
+        try:
+            result = subprocess.run(argv, cwd=ROOT, env=env, check=False)
+            if result.returncode != 0 or not report_path.exists():
+                raise CommandError(f"the {design} run failed (exit {result.returncode}); logs in {run_dir}")
+            return json.loads(report_path.read_text())
+        finally:
+            if not options["keep"]:
+                database_drop(database_url)
+
+    def _inner(self, options: dict) -> None:
+        run_options = RunOptions(
+            payments=options["payments"],
+            concurrency=options["concurrency"],
+            users=options["users"],
+            decline_share=options["decline_share"],
+            rounding_share=options["rounding_share"],
+            seed=options["seed"],
+            faults=options["faults"],
+            schedule=Schedule(
+                kill_every=options["kill_every"],
+                redis_every=options["redis_every"],
+                pg_every=options["pg_every"],
+            ),
+            web_workers=options["web_workers"],
+            web_threads=options["web_threads"],
+            worker_concurrency=options["worker_concurrency"],
+            settle_timeout=options["settle_timeout"],
+            database_url=options["database_url"],
+            redis_url=options["redis_url"],
+            redis_whole_server=os.environ.get("CHAOS_REDIS_WHOLE_SERVER") == "1",
+            run_dir=Path(options["run_dir"]),
+        )
+        report = run_design(options["inner_design"], run_options, lambda line: self.stdout.write(line))
+        write_json(options["inner_report"], report)
+
+    @staticmethod
+    def _settings(options: dict) -> dict[str, Any]:
+        from harness.procs import FAST_BROKER_ENV
+
+        return {
+            **{
+                k: options[k]
+                for k in (
+                    "payments",
+                    "concurrency",
+                    "seed",
+                    "faults",
+                    "kill_every",
+                    "redis_every",
+                    "pg_every",
+                    "web_workers",
+                    "worker_concurrency",
+                )
+            },
+            "broker": FAST_BROKER_ENV,
+        }
