@@ -24,7 +24,15 @@ from txbroker.models import Delivery, Message
 from txbroker.tests.processes import Proc, start_worker, wait_for
 
 # The fixtures; the helpers (effects, wait_settled) are imported by name where used.
-__all__ = ["anon", "app_worker", "client_for", "gateway_calls", "sms_outbox", "worker_env"]
+__all__ = [
+    "anon",
+    "app_worker",
+    "client_for",
+    "fast_password_hashing",
+    "gateway_calls",
+    "sms_outbox",
+    "worker_env",
+]
 
 GROUPS = ("notification_consumer_group", "order_consumer_group", "points_consumer_group")
 
@@ -38,6 +46,11 @@ def sms_outbox(settings) -> Iterator[list[Sms]]:
     InMemorySmsBackend.reset()
     yield InMemorySmsBackend.outbox
     InMemorySmsBackend.reset()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
