@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -12,6 +14,12 @@ from django.utils import timezone
 ORDER_ID_PATTERN = r"\A[A-Za-z0-9_-]{1,64}\Z"
 ORDER_ID_MESSAGE = "1-64 characters: letters, digits, '_' and '-'"
 order_id_validator = RegexValidator(ORDER_ID_PATTERN, ORDER_ID_MESSAGE)
+_order_id = re.compile(ORDER_ID_PATTERN)
+
+
+def order_id_is_valid(value: object) -> bool:
+    """Whether ``value`` can be an order id (URL paths carry anything, even NUL bytes)."""
+    return isinstance(value, str) and _order_id.match(value) is not None
 
 
 class OrderQuerySet(models.QuerySet):

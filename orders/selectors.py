@@ -7,7 +7,7 @@ from typing import Optional
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from orders.models import Order, OrderQuerySet
+from orders.models import Order, OrderQuerySet, order_id_is_valid
 
 
 def order_list(*, user: AbstractBaseUser) -> OrderQuerySet:
@@ -17,6 +17,8 @@ def order_list(*, user: AbstractBaseUser) -> OrderQuerySet:
 
 def order_get(*, user: AbstractBaseUser, order_id: str) -> Optional[Order]:
     """The user's order with this id; None when it does not exist or is someone else's."""
+    if not order_id_is_valid(order_id):
+        return None
     return Order.objects.of_user(user).filter(order_id=order_id).first()
 
 
@@ -28,4 +30,6 @@ def order_get_for_update(*, order_id: str) -> Optional[Order]:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("order_get_for_update() locks a row: call it inside transaction.atomic()")
+    if not order_id_is_valid(order_id):
+        return None
     return Order.objects.select_for_update().filter(order_id=order_id).first()

@@ -240,6 +240,23 @@ def test_missing_order_is_404(client_for):
     assert client.post("/api/orders/NOPE/cancel/").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/orders/%00/"),
+        ("post", "/api/orders/%00/cancel/"),
+        ("get", "/api/payments/%00/"),
+        ("get", "/api/orders/" + "x" * 300 + "/"),
+        ("get", "/api/orders/%F0%9F%92%A5/"),
+    ],
+)
+def test_impossible_order_ids_in_the_path_are_404_never_500(client_for, method, path):
+    response = getattr(client_for(UserFactory()), method)(path)
+
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
 def test_cancel_a_created_order_then_again_is_409(client_for):
     order = OrderFactory()
     client = client_for(order.user)
