@@ -31,6 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from txbroker import fastpath
 from txbroker.conf import txsettings
 from txbroker.exceptions import NoConsumer
 from txbroker.faults import fault_error, fault_point
@@ -82,24 +83,37 @@ def claim_due(limit: int, *, ids: Optional[Iterable[int]] = None) -> tuple[str, 
     db = broker_db()
     token = uuid.uuid4().hex
     now = timezone.now()
-    with transaction.atomic(using=db):
-        due = Delivery.objects.using(db).due(now)
-        if ids is not None:
-            due = due.filter(pk__in=list(ids))
-        picked = list(
-            due.select_for_update(skip_locked=True)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if not picked:
-            return token, []
-        Delivery.objects.using(db).filter(pk__in=picked, status__in=Delivery.WAITING).update(
-            status=Status.RUNNING,
-            claim_token=token,
-            claimed_until=now + timedelta(seconds=txsettings.CLAIM_TIMEOUT),
-            attempts=F("attempts") + 1,
-            updated_at=now,
-        )
+    claimed_until = now + timedelta(seconds=txsettings.CLAIM_TIMEOUT)
+    # PostgreSQL: the SKIP LOCKED pick and the move to RUNNING in one statement (see
+    # txbroker.fastpath); elsewhere the same two steps in one transaction.
+    picked = fastpath.claim_due(
+        db,
+        token=token,
+        now=now,
+        claimed_until=claimed_until,
+        limit=limit,
+        ids=None if ids is None else list(ids),
+    )
+    if picked is None:
+        with transaction.atomic(using=db):
+            due = Delivery.objects.using(db).due(now)
+            if ids is not None:
+                due = due.filter(pk__in=list(ids))
+            picked = list(
+                due.select_for_update(skip_locked=True)
+                .order_by("next_attempt_at")
+                .values_list("pk", flat=True)[:limit]
+            )
+            if picked:
+                Delivery.objects.using(db).filter(pk__in=picked, status__in=Delivery.WAITING).update(
+                    status=Status.RUNNING,
+                    claim_token=token,
+                    claimed_until=claimed_until,
+                    attempts=F("attempts") + 1,
+                    updated_at=now,
+                )
+    if not picked:
+        return token, []
     claimed = list(
         Delivery.objects.using(db)
         .filter(pk__in=picked, claim_token=token, status=Status.RUNNING)
@@ -218,37 +232,50 @@ def _atomic_all(stack: ExitStack, databases: list[str]) -> None:
         stack.enter_context(transaction.atomic(using=alias))
 
 
+class _HandlerFailed(Exception):
+    """Carries a handler's exception out of its transaction, which then rolls back."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
-    """Run one claimed delivery's handler; returns the delivery's new status."""
+    """Run one claimed delivery's handler; returns the delivery's new status.
+
+    Success: one transaction holds the row lock (the claim checked), the handler's writes,
+    and the move to SUCCEEDED with its trace row; they commit together. Failure: that
+    transaction rolls back (the handler's writes with it) and the failure is recorded in
+    a second one, by the same conditional UPDATE on the claim token. No savepoint is
+    needed for that, which saves two round trips on every successful delivery.
+    """
     db = broker_db()
     message = delivery.message
     consumer = registry.consumer_for(message.topic, delivery.consumer_group)
     started = time.monotonic()
     databases = _handler_databases()
-    with ExitStack() as stack:
-        _atomic_all(stack, databases)
-        # Lock the row and check the claim is still ours: from here to commit, nobody else
-        # can take it back, and a second runner waits, then finds it done.
-        still_ours = (
-            Delivery.objects.using(db)
-            .select_for_update()
-            .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
-            .exists()
-        )
-        if not still_ours:
-            report.skipped += 1
-            return "SKIPPED"
-        error: Optional[BaseException] = None
-        try:
-            if consumer is None:
-                raise NoConsumer(
-                    f"no consumer registered for group {delivery.consumer_group!r} on topic "
-                    f"{message.topic!r} in this worker (was it removed from the code?)"
-                )
-            if delivery.attempts == 1:
-                fault_error("handler_first_attempt_error")
-            with ExitStack() as savepoints:
-                _atomic_all(savepoints, databases)
+    try:
+        with ExitStack() as stack:
+            _atomic_all(stack, databases)
+            # Lock the row and check the claim is still ours: from here to commit, nobody
+            # else can take it back, and a second runner waits, then finds it done.
+            still_ours = (
+                Delivery.objects.using(db)
+                .select_for_update()
+                .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
+                .exists()
+            )
+            if not still_ours:
+                report.skipped += 1
+                return "SKIPPED"
+            try:
+                if consumer is None:
+                    raise NoConsumer(
+                        f"no consumer registered for group {delivery.consumer_group!r} on topic "
+                        f"{message.topic!r} in this worker (was it removed from the code?)"
+                    )
+                if delivery.attempts == 1:
+                    fault_error("handler_first_attempt_error")
                 consumer.handler(
                     ConsumedMessage(
                         msg_id=message.msg_id,
@@ -264,17 +291,17 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
                     )
                 )
                 fault_point("handler_before_commit")
-        except Exception as exc:  # noqa: BLE001 - a failing handler is retried, never fatal
-            error = exc
-        elapsed_ms = (time.monotonic() - started) * 1000
-        report.durations_ms.append(elapsed_ms)
-        if error is None:
+            except Exception as exc:  # a failing handler is retried, never fatal
+                raise _HandlerFailed(exc) from exc
+            elapsed_ms = (time.monotonic() - started) * 1000
             status = _mark_succeeded(delivery, token, elapsed_ms)
-            report.succeeded += 1
-        else:
-            status = _mark_failed(delivery, token, consumer, error, elapsed_ms)
-            report.failed += 1
-            report.dead += status == Status.DEAD
+        report.succeeded += 1
+    except _HandlerFailed as failed:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        status = _mark_failed(delivery, token, consumer, failed.error, elapsed_ms)
+        report.failed += 1
+        report.dead += status == Status.DEAD
+    report.durations_ms.append(elapsed_ms)
     observe_delivery(delivery.consumer_group, status, elapsed_ms, message.resolved_at)
     fault_point("handler_after_commit")
     return status
@@ -283,29 +310,32 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
 def _mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float) -> str:
     db = broker_db()
     now = timezone.now()
-    moved = (
-        Delivery.objects.using(db)
-        .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
-        .update(
-            status=Status.SUCCEEDED,
-            claim_token="",
-            claimed_until=None,
-            succeeded_at=now,
-            updated_at=now,
-            last_error="",
-        )
+    # Every attempt keeps its trace row (the operator's per-message history), written in
+    # the same statement as the move on PostgreSQL, so it costs no extra round trip.
+    event = TraceEvent(
+        message_id=delivery.message_id,
+        event=Event.DELIVERY_ATTEMPT,
+        consumer_group=delivery.consumer_group,
+        detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
+        at=now,
     )
-    assert moved == 1, "the claim was checked under a row lock in this transaction"
-    trace_many(
-        [
-            TraceEvent(
-                message_id=delivery.message_id,
-                event=Event.DELIVERY_ATTEMPT,
-                consumer_group=delivery.consumer_group,
-                detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
+    moved = fastpath.delivery_succeed(db, delivery.pk, token, now=now, event=event)
+    if moved is None:
+        moved = (
+            Delivery.objects.using(db)
+            .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
+            .update(
+                status=Status.SUCCEEDED,
+                claim_token="",
+                claimed_until=None,
+                succeeded_at=now,
+                updated_at=now,
+                last_error="",
             )
-        ]
-    )
+        )
+        if moved:
+            trace_many([event])
+    assert moved, "the claim was checked under a row lock in this transaction"
     return Status.SUCCEEDED
 
 
@@ -328,9 +358,6 @@ def _mark_failed(
             "status": Status.RETRY,
             "next_attempt_at": now + timedelta(seconds=retry_delay(delivery.attempts)),
         }
-    Delivery.objects.using(db).filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING).update(
-        claim_token="", claimed_until=None, last_error=text, updated_at=now, **fields
-    )
     summary = f"{type(error).__name__}: {error}"[:500]
     events = [
         TraceEvent(
@@ -360,7 +387,13 @@ def _mark_failed(
             delivery.consumer_group,
             summary,
         )
-    trace_many(events)
+    # Its own transaction: the handler's one has rolled back. The claim token still guards
+    # the move (a claim taken back meanwhile moves nothing; the attempt is still traced).
+    with transaction.atomic(using=db):
+        Delivery.objects.using(db).filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING).update(
+            claim_token="", claimed_until=None, last_error=text, updated_at=now, **fields
+        )
+        trace_many(events)
     return fields["status"]
 
 
