@@ -11,7 +11,7 @@ DEMO_PASSWORD ?= admin-demo-password
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run setup test lint chaos bench clean
+.PHONY: run setup test lint chaos bench bench-db bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,33 @@ test: $(VENV)/.dev lint
 CHAOS_ARGS ?= --payments 1000 --concurrency 16 --baseline --json var/chaos/report.json
 chaos: $(VENV)/.dev
 	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_ARGS)
+
+# `make bench`: raw / naive / txbroker (and txbroker at half its rate for latency) on
+# PostgreSQL + Redis with a real worker pool, each against fresh tables in its own
+# database and Redis db. Figures to var/bench/report.json, latency plot to var/bench/.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker_bench
+BENCH_BROKER_URL ?= redis://127.0.0.1:6379/12
+BENCH_ARGS ?= --payments 2000 --concurrency 2 --workers 2 --json var/bench/report.json --plot var/bench/latency.png
+BENCH_ENV = DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness DJANGO_VAR_DIR=var/bench \
+	DATABASE_URL=$(BENCH_DATABASE_URL) CELERY_BROKER_URL=$(BENCH_BROKER_URL)
+bench-db: $(VENV)/.dev
+	$(BIN)/python -m harness.bench.createdb $(BENCH_DATABASE_URL)
+	$(BENCH_ENV) $(BIN)/python manage.py migrate --no-input -v0
+bench: bench-db
+	$(BENCH_ENV) $(BIN)/python manage.py bench $(BENCH_ARGS)
+# The same bench on the embedded defaults: SQLite + the filesystem transport.
+bench-embedded: $(VENV)/.dev
+	env -u DATABASE_URL -u CELERY_BROKER_URL DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness \
+		DJANGO_VAR_DIR=var/bench-embedded $(BIN)/python manage.py migrate --no-input -v0
+	env -u DATABASE_URL -u CELERY_BROKER_URL DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness \
+		DJANGO_VAR_DIR=var/bench-embedded $(BIN)/python manage.py bench --payments 500 --workers 2 \
+		--json var/bench-embedded/report.json
+# Check-back pass, sweep and list pages with 1,000 vs 1,000,000 finished messages.
+bench-history: bench-db
+	$(BENCH_ENV) $(BIN)/python manage.py bench --history --json var/bench/history.json
+# Worker resident memory over 100,000 deliveries.
+bench-memory: bench-db
+	$(BENCH_ENV) $(BIN)/python manage.py bench --memory --json var/bench/memory.json
 
 clean:
 	rm -rf var .pytest_cache

@@ -12,3 +12,9 @@ class HarnessConfig(AppConfig):
     label = "harness"
     verbose_name = "Chaos and benchmark harness"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Only in the Celery workers the bench starts (they carry its environment).
+        from harness.bench.hooks import install_worker_hooks
+
+        install_worker_hooks()

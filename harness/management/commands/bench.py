@@ -1,0 +1,109 @@
+"""``manage.py bench``: txbroker against the naive design and the raw ceiling.
+
+Runs each design against fresh tables in the configured database (which must be a bench
+or test database: the bench empties its tables) with a real Celery worker pool, and
+reports payments per second fully consumed, latency percentiles, statements and
+transactions per payment and CPU time. ``make bench`` runs it on PostgreSQL + Redis;
+``make bench-embedded`` on the embedded defaults (SQLite + filesystem transport).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from harness.bench.designs import DESIGNS, OPTIONAL_DESIGNS
+from harness.bench.report import group_table, plot, ratios, table, write_json
+from harness.bench.runner import RunConfig, run_design
+
+BENCH_DATABASE_REFUSED = (
+    "the bench empties its tables: point DATABASE_URL at a database whose name contains "
+    "'bench' or starts with 'test' (`make bench` creates txbroker_bench), not {name!r}"
+)
+
+
+def bench_database_allowed() -> bool:
+    name = str(connection.settings_dict["NAME"])
+    base = Path(name).name if connection.vendor == "sqlite" else name
+    return "bench" in name or base.startswith("test")
+
+
+class Command(BaseCommand):
+    help = "Benchmark txbroker against the naive on_commit + delay design and the raw ceiling."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--payments", type=int, default=2000)
+        parser.add_argument("--concurrency", type=int, default=2, help="producer processes")
+        parser.add_argument("--workers", type=int, default=2, help="Celery worker pool processes")
+        parser.add_argument(
+            "--designs",
+            default=",".join(DESIGNS),
+            help=f"comma separated, of {', '.join(DESIGNS + OPTIONAL_DESIGNS)}",
+        )
+        parser.add_argument("--no-half-rate", action="store_true", help="skip the txbroker run at half rate")
+        parser.add_argument("--json", dest="json_path", help="write the figures to this JSON file")
+        parser.add_argument("--plot", dest="plot_path", help="write latency distributions to this PNG")
+        parser.add_argument("--timeout", type=float, default=600.0, help="seconds a run may take")
+        parser.add_argument("--work-dir", help="logs and counters (default: a temporary folder)")
+
+    def handle(self, *args, **options) -> None:
+        if not bench_database_allowed():
+            raise CommandError(BENCH_DATABASE_REFUSED.format(name=connection.settings_dict["NAME"]))
+        designs = [d.strip() for d in options["designs"].split(",") if d.strip()]
+        unknown = set(designs) - set(DESIGNS + OPTIONAL_DESIGNS)
+        if unknown:
+            raise CommandError(f"unknown designs: {', '.join(sorted(unknown))}")
+        if options["payments"] < 1 or options["concurrency"] < 1 or options["workers"] < 1:
+            raise CommandError("--payments, --concurrency and --workers must be at least 1")
+        work_dir = Path(options["work_dir"] or tempfile.mkdtemp(prefix="txbroker-bench-"))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        cfg = RunConfig(
+            payments=options["payments"],
+            concurrency=options["concurrency"],
+            workers=options["workers"],
+            work_dir=work_dir,
+            timeout=options["timeout"],
+        )
+        self.stdout.write(
+            f"bench on {connection.vendor} ({connection.settings_dict['NAME']}), {cfg.payments} payments, "
+            f"{cfg.concurrency} producers, {cfg.workers} worker processes; logs in {work_dir}"
+        )
+        runs = {}
+        for design in designs:
+            runs[design] = run_design(design, cfg, progress=self.stdout.write)
+        if "txbroker" in runs and not options["no_half_rate"] and runs["txbroker"]["payments_per_s"]:
+            half = runs["txbroker"]["payments_per_s"] / 2
+            cfg.rate = half
+            runs["txbroker_half"] = run_design(
+                "txbroker", cfg, label="txbroker_half", progress=self.stdout.write
+            )
+
+        samples = {name: run.pop("_all_ms") for name, run in runs.items()}
+        self.stdout.write("")
+        self.stdout.write(table(runs))
+        self.stdout.write("")
+        self.stdout.write(group_table(runs))
+        figures = ratios(runs)
+        self.stdout.write("")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"txbroker/naive = {figures['txbroker_vs_naive']}   txbroker/raw = {figures['txbroker_vs_raw']}"
+            )
+        )
+        document = {
+            "database": connection.vendor,
+            "broker": settings.CELERY_BROKER_URL.split("://", 1)[0],
+            "config": {"payments": cfg.payments, "producers": cfg.concurrency, "workers": cfg.workers},
+            "ratios": figures,
+            "designs": runs,
+        }
+        if options["json_path"]:
+            write_json(Path(options["json_path"]), document)
+            self.stdout.write(f"figures written to {options['json_path']}")
+        if options["plot_path"]:
+            plot(Path(options["plot_path"]), samples)
+            self.stdout.write(f"latency plot written to {options['plot_path']}")

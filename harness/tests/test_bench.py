@@ -1,0 +1,68 @@
+"""The bench in its smallest configuration: it must finish and consume every payment in
+every design (no timing is asserted: CI machines vary)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from harness.bench.runner import percentile
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_small_bench_runs_every_design_to_full_consumption(tmp_path, clean_queue):
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "latency.png"
+    stdout = io.StringIO()
+    call_command(
+        "bench",
+        payments=30,
+        concurrency=2,
+        workers=2,
+        json_path=str(out),
+        plot_path=str(plot),
+        work_dir=str(tmp_path / "work"),
+        timeout=120,
+        stdout=stdout,
+    )
+    document = json.loads(out.read_text())
+    assert set(document["ratios"]) == {"txbroker_vs_naive", "txbroker_vs_raw"}
+    assert all(isinstance(v, float) and v > 0 for v in document["ratios"].values())
+    assert set(document["designs"]) == {"raw", "naive", "txbroker", "txbroker_half"}
+    for name, run in document["designs"].items():
+        assert (run["payments"], run["failed"]) == (30, 0), (name, run["failures"])
+        assert run["payments_per_s"] > 0
+        assert set(run["latency_ms"]) == {"orders", "points", "notifications", "all"}
+        assert run["latency_ms"]["all"]["p99"] is not None
+        assert run["statements_per_payment"]["total"] > 0
+        assert run["transactions_per_payment"]["total"] > 0
+    # Only txbroker and naive use the worker pool; raw consumes in process.
+    assert document["designs"]["raw"]["statements_per_payment"]["worker"] == 0
+    assert document["designs"]["txbroker"]["statements_per_payment"]["worker"] > 0
+    assert document["designs"]["txbroker_half"]["rate_limit"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "txbroker/naive" in stdout.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_bench_refuses_a_database_that_is_not_a_bench_one():
+    from django.db import connection
+
+    original = connection.settings_dict["NAME"]
+    connection.settings_dict["NAME"] = "txbroker"
+    try:
+        with pytest.raises(CommandError, match="empties its tables"):
+            call_command("bench", payments=1, stdout=io.StringIO())
+    finally:
+        connection.settings_dict["NAME"] = original
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
+    assert percentile([], 50) is None
