@@ -63,6 +63,10 @@ PAYMENT_NOT_RECORDED = (
     "the charge is marked for refund"
 )
 PAYMENT_UNAVAILABLE = "the payment could not be completed; the charge is marked for refund"
+PAYMENT_INSIDE_ATOMIC = (
+    "payment_pay() was called inside transaction.atomic(): call it outside any transaction "
+    "(its claim, its message and its local transaction each commit on their own)"
+)
 CHARGE_ABANDONED_BY_CHECK = "check-back found no payment record: message rolled back"
 CHARGE_ABANDONED_NOT_PAYABLE = "the order was no longer payable when the payment was recorded"
 CHARGE_ABANDONED_SEND_FAILED = "sending the payment message failed"
@@ -143,6 +147,9 @@ def payment_pay(
     """Pay the user's order (see the module doc). Must be called outside any transaction."""
     from payments.checkers import payment_producer
 
+    if transaction.get_connection().in_atomic_block:
+        # Fail before charging: the half message must commit before the local transaction.
+        raise RuntimeError(PAYMENT_INSIDE_ATOMIC)
     gateway = get_gateway()
     method = payment_method or gateway.default_payment_method
     deadline = time.monotonic() + float(getattr(settings, "PAYMENTS_IN_PROGRESS_WAIT", 10.0))

@@ -209,6 +209,7 @@ def test_list_shows_only_the_callers_orders_paginated(client_for):
     assert {"next", "previous"} <= set(body)
 
 
+@pytest.mark.django_db(transaction=True)
 def test_another_users_order_is_404_for_read_pay_and_cancel(client_for):
     order = OrderFactory()
     intruder = client_for(UserFactory())

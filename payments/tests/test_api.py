@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import OperationalError
 
 from orders.models import Order
 from orders.tests.factories import OrderFactory, UserFactory
@@ -56,7 +57,7 @@ def test_an_unknown_payment_method_is_400_naming_the_field(client_for):
     assert response.json() == {"payment_method": ["must be one of: sim_approve, sim_decline, sim_error"]}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_an_amount_that_is_not_the_orders_is_400_naming_the_field(client_for, gateway_calls):
     order = OrderFactory(amount="99.00")
 
@@ -67,7 +68,7 @@ def test_an_amount_that_is_not_the_orders_is_400_naming_the_field(client_for, ga
     assert gateway_calls == []
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_missing_order_is_404(client_for):
     response = pay(client_for(UserFactory()), order_id="NO_SUCH_ORDER", amount="99.00")
 
@@ -75,7 +76,7 @@ def test_a_missing_order_is_404(client_for):
     assert response.json() == {"detail": services.PAYMENT_ORDER_NOT_FOUND}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_cancelled_order_is_409(client_for, gateway_calls):
     order = OrderFactory(status=Order.Status.CANCELLED)
 
@@ -146,3 +147,33 @@ def test_the_payment_record_is_the_callers_only(client_for):
         "created_at": None,
     }
     assert theirs.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_to_send_the_message_is_503_and_releases_the_order(client_for, monkeypatch):
+    from payments.checkers import payment_producer
+
+    order = OrderFactory()
+    client = client_for(order.user)
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("simulated: the broker's database is unreachable")
+
+    monkeypatch.setattr(payment_producer, "send_message_in_transaction", broker_down)
+    response = pay(client, order_id=order.order_id, amount="99.00")
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": services.PAYMENT_UNAVAILABLE}
+    assert Charge.objects.get().status == Charge.Status.ABANDONED  # to refund
+    monkeypatch.undo()
+    assert pay(client, order_id=order.order_id, amount="99.00").status_code == 201
+
+
+@pytest.mark.django_db
+def test_paying_inside_a_transaction_fails_before_charging(gateway_calls):
+    order = OrderFactory()
+
+    with pytest.raises(RuntimeError, match="outside any transaction"):
+        services.payment_pay(user=order.user, order_id=order.order_id, amount=order.amount)
+    assert gateway_calls == []
+    assert not Charge.objects.exists()
