@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +23,13 @@ from txbroker.transitions import broker_db
 from . import serializers as s
 
 TAGS = ["txbroker"]
+# Every operation: no credentials (401), not staff or without the permission (403).
+ACCESS = {
+    401: OpenApiResponse(s.BrokerErrorSerializer, description="no or invalid credentials"),
+    403: OpenApiResponse(s.BrokerErrorSerializer, description="not staff, or without the permission"),
+}
+INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="invalid input: each field with its messages")
+BAD_CURSOR = OpenApiResponse(s.BrokerErrorSerializer, description="invalid cursor")
 
 
 class Conflict(APIException):
@@ -44,6 +53,12 @@ class CursorPage(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
     ordering = ("-created_at", "-msg_id")
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and int(raw) > 0):
+            raise ValidationError({self.page_size_query_param: ["a positive integer"]})
+        return super().get_page_size(request)
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
@@ -73,6 +88,8 @@ def deliveries_prefetch() -> Prefetch:
 
 class BrokerView(GenericAPIView):
     permission_classes = [IsAdminUser, HasModelPermission]
+    # JSON bodies only: what the schema describes (a form's "0" is not a boolean).
+    parser_classes = [JSONParser]
     required_permission: str | None = None
 
     def handle_exception(self, exc):
@@ -91,10 +108,11 @@ class MessageListView(BrokerView):
         tags=TAGS,
         summary="Find messages",
         parameters=[s.MessageFilterSerializer],
-        responses={200: s.MessageSerializer(many=True), 400: s.BrokerErrorSerializer},
+        responses={200: s.MessageSerializer(many=True), 400: INVALID, 404: BAD_CURSOR, **ACCESS},
     )
     def get(self, request: Request) -> Response:
-        filters = s.MessageFilterSerializer(data=request.query_params)
+        # A plain dict: an empty parameter (?until=) is invalid, not "absent" as in a form.
+        filters = s.MessageFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         qs = selectors.message_list(**filters.validated_data).prefetch_related(deliveries_prefetch())
         page = self.paginate_queryset(qs)
@@ -107,7 +125,7 @@ class MessageDetailView(BrokerView):
     @extend_schema(
         tags=TAGS,
         summary="One message with its body, properties, deliveries and trace",
-        responses={200: s.MessageDetailSerializer, 404: s.BrokerErrorSerializer},
+        responses={200: s.MessageDetailSerializer, 404: s.BrokerErrorSerializer, **ACCESS},
     )
     def get(self, request: Request, msg_id: str) -> Response:
         message = (
@@ -134,9 +152,10 @@ class ReplayView(BrokerView):
         request=s.ReplayRequestSerializer,
         responses={
             202: s.ReplayResponseSerializer,
-            400: s.BrokerErrorSerializer,
+            400: INVALID,
             404: s.BrokerErrorSerializer,
             409: OpenApiResponse(s.BrokerErrorSerializer, description="not COMMITTED, or no such group"),
+            **ACCESS,
         },
     )
     def post(self, request: Request, msg_id: str) -> Response:
@@ -163,6 +182,7 @@ class ResumeView(BrokerView):
             202: s.StateResponseSerializer,
             404: s.BrokerErrorSerializer,
             409: OpenApiResponse(s.BrokerErrorSerializer, description="the message is not DISCARDED"),
+            **ACCESS,
         },
     )
     def post(self, request: Request, msg_id: str) -> Response:
@@ -185,6 +205,7 @@ _resolve_responses = {
     202: s.StateResponseSerializer,
     404: s.BrokerErrorSerializer,
     409: OpenApiResponse(s.BrokerErrorSerializer, description="the message is not HALF"),
+    **ACCESS,
 }
 
 
@@ -216,10 +237,10 @@ class DeadLetterListView(BrokerView):
         tags=TAGS,
         summary="Dead letters (DEAD deliveries) with their messages, newest first",
         parameters=[s.DeadLetterFilterSerializer],
-        responses={200: s.DeadLetterSerializer(many=True), 400: s.BrokerErrorSerializer},
+        responses={200: s.DeadLetterSerializer(many=True), 400: INVALID, 404: BAD_CURSOR, **ACCESS},
     )
     def get(self, request: Request) -> Response:
-        filters = s.DeadLetterFilterSerializer(data=request.query_params)
+        filters = s.DeadLetterFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         qs = selectors.dead_letters(consumer_group=filters.validated_data.get("consumer_group"))
         page = self.paginate_queryset(qs)
@@ -234,7 +255,7 @@ class DeadLetterReplayView(BrokerView):
         tags=TAGS,
         summary="Replay dead letters in bulk (of one group, dead since a time)",
         request=s.DeadLetterReplayRequestSerializer,
-        responses={202: s.BulkReplayResponseSerializer, 400: s.BrokerErrorSerializer},
+        responses={202: s.BulkReplayResponseSerializer, 400: INVALID, **ACCESS},
     )
     def post(self, request: Request) -> Response:
         body = s.DeadLetterReplayRequestSerializer(data=request.data)
@@ -255,7 +276,7 @@ class StatsView(BrokerView):
     @extend_schema(
         tags=TAGS,
         summary="Messages per state; per consumer group deliveries per status, lag and oldest pending age",
-        responses={200: s.StatsSerializer},
+        responses={200: s.StatsSerializer, **ACCESS},
     )
     def get(self, request: Request) -> Response:
         return Response(selectors.stats())
