@@ -86,7 +86,7 @@ class OrderListCreateApi(GenericAPIView):
             201: OrderSerializer,
             400: field_errors(),
             401: UNAUTHORIZED,
-            409: error("The order_id is taken."),
+            409: field_errors("The order_id is taken (the error names the order_id field)."),
         },
     )
     def post(self, request: Request) -> Response:
