@@ -6,7 +6,10 @@ The walk of one ``payment_pay``:
    an order already paid answers with its record (a repeat is idempotent);
 2. claim the order: under the order row lock the order must be CREATED and have no active
    charge; a PENDING ``Charge`` is inserted (one active charge per order, a partial unique
-   index). Concurrent duplicates wait for the claim holder and answer with its result;
+   index). A concurrent duplicate waits (PAYMENTS_IN_PROGRESS_WAIT) for the holder: once
+   the payment is recorded it answers 200 with the same body; if the holder was declined
+   or failed, the claim is free again and the duplicate makes its own attempt; still
+   claimed at the deadline, it answers 409 (in progress);
 3. charge through the gateway (outside any transaction). Decline or error: the charge is
    closed (DECLINED / ERROR), nothing is sent, the order stays CREATED and payable;
 4. approved: ``send_message_in_transaction`` (payment_success_topic, tag pay, key = order
