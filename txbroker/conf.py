@@ -78,6 +78,17 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
+
+
 def _non_negative_float(value: Any) -> float:
     number = parse_duration(value) if isinstance(value, str) else float(value)
     if number < 0:
@@ -109,6 +120,10 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_CLAIM_TIMEOUT": Setting(60.0, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
+    # At most one delivery wake-up waiting in a Redis queue (see txbroker.wakeup).
+    "TXBROKER_WAKEUP_COALESCE": Setting(True, _bool),
+    # Seconds after which a queued wake-up that never started stops suppressing new ones.
+    "TXBROKER_WAKEUP_TTL": Setting(2.0, _non_negative_float),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }

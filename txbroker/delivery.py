@@ -62,6 +62,8 @@ class BatchReport:
     skipped: int = 0
     released: int = 0
     durations_ms: list[float] = field(default_factory=list)
+    # The budget ran out after a full batch: more deliveries are probably due.
+    more_due: bool = False
 
 
 def retry_delay(failed_attempts: int) -> float:
@@ -205,7 +207,10 @@ def deliver_due(*, budget_seconds: Optional[float] = None, batch_size: Optional[
             token, batch = claim_due(size)
             report.claimed += len(batch)
             run_batch(batch, token, report)
-            if len(batch) < size or time.monotonic() >= deadline:
+            if len(batch) < size:
+                break
+            if time.monotonic() >= deadline:
+                report.more_due = not stopping.is_set()
                 break
     finally:
         in_batch.clear()

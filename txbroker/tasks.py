@@ -11,7 +11,8 @@ import logging
 from celery import shared_task
 from django.db import close_old_connections
 
-from txbroker import checkback, delivery
+from txbroker import checkback, delivery, wakeup
+from txbroker.transitions import wake_deliveries
 
 logger = logging.getLogger("txbroker.tasks")
 
@@ -25,11 +26,16 @@ logger = logging.getLogger("txbroker.tasks")
     ignore_result=True,
 )
 def deliver() -> dict:
+    # Before claiming: a commit from now on publishes a new wake-up (txbroker.wakeup).
+    wakeup.started()
     close_old_connections()
     try:
         report = delivery.deliver_due()
     finally:
         close_old_connections()
+    if report.more_due:
+        # The budget ran out with deliveries still due: hand over to a fresh task.
+        wake_deliveries(coalesce=False)
     return {"claimed": report.claimed, "succeeded": report.succeeded, "failed": report.failed}
 
 

@@ -59,13 +59,16 @@ def _refuse(msg_id: str, attempted: str, by: str, actor: str) -> None:
     trace(msg_id, Event.REFUSED, detail, actor=actor)
 
 
-def wake_deliveries() -> None:
-    """Enqueue the fast path after commit. A failure only delays delivery: the sweep finds
-    every due delivery in the database."""
+def wake_deliveries(*, coalesce: bool = True) -> None:
+    """Enqueue the fast path after commit, unless a wake-up is already queued and not
+    started (``coalesce``, see txbroker.wakeup). A failure only delays delivery: the sweep
+    finds every due delivery in the database."""
+    from txbroker import wakeup
     from txbroker.tasks import deliver
 
     try:
-        deliver.delay()
+        if not coalesce or wakeup.should_publish():
+            deliver.delay()
     except Exception:
         logger.warning("could not enqueue delivery task; the sweep will pick it up", exc_info=True)
 

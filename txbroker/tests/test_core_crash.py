@@ -108,7 +108,9 @@ def test_redis_flushed_while_tasks_are_queued_loses_nothing(processes, redis_cli
         "producer", shell("from txbroker.tests.support.hang import send_plain; send_plain('flush', 20)")
     )
     assert producer.popen.wait(60) == 0
-    assert redis_client.llen("celery") >= 20  # the fast path queued its tasks
+    # The fast path queued its wake-up (one for the burst: wake-ups are coalesced while one
+    # is waiting, see txbroker.wakeup).
+    assert redis_client.llen("celery") >= 1
     redis_client.flushall()  # a Redis restart that keeps nothing on disk
     redis_client.connection_pool.disconnect()
 
