@@ -105,19 +105,26 @@ def read_dumps(directory: str | os.PathLike) -> dict[str, int]:
 
 
 def install_in_worker() -> None:
-    """Called by the harness app in Celery worker processes started by the bench."""
+    """Called by the harness app in Celery worker processes started by the bench: each pool
+    process writes its counts every 0.2 s from a thread (no cost on the task path)."""
     directory = os.environ.get(COUNT_DIR_ENV)
     if not directory:
         return
-    from celery.signals import task_postrun, worker_process_shutdown
+    from celery.signals import worker_process_init, worker_process_shutdown
 
     install()
 
-    def on_task_postrun(**kwargs):
-        dump(directory)
+    def dump_forever() -> None:
+        while True:
+            time.sleep(0.2)
+            dump(directory, force=True)
+
+    def on_process_init(**kwargs):
+        reset()
+        threading.Thread(target=dump_forever, name="bench-counts", daemon=True).start()
 
     def on_shutdown(**kwargs):
         dump(directory, force=True)
 
-    task_postrun.connect(on_task_postrun, weak=False)
+    worker_process_init.connect(on_process_init, weak=False)
     worker_process_shutdown.connect(on_shutdown, weak=False)

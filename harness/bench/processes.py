@@ -71,12 +71,42 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def named_cpu_seconds(name: str) -> float:
-    """CPU seconds of every process on the machine called ``name`` (postgres, redis-server)."""
+    """CPU seconds of every process on the machine called ``name`` (redis-server)."""
     total = 0.0
     for proc in psutil.process_iter(["name", "cpu_times"]):
         if proc.info["name"] and proc.info["name"].startswith(name) and proc.info["cpu_times"]:
             total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
     return total
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving one database, sampled while a run
+    goes (a backend's last sample stands for it after it exits): other databases' work on
+    the same server is left out."""
+
+    def __init__(self, database: str) -> None:
+        self.marker = f" {database} "
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.started = False
+
+    def sample(self) -> None:
+        for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+            title = " ".join(proc.info["cmdline"] or []) + " "
+            times = proc.info["cpu_times"]
+            if not title.startswith("postgres:") or self.marker not in title or times is None:
+                continue
+            self.last[proc.pid] = times.user + times.system
+            if self.started:
+                self.first.setdefault(proc.pid, 0.0)  # connected during the run
+
+    def start(self) -> None:
+        self.sample()
+        self.first = dict(self.last)
+        self.started = True
+
+    def seconds(self) -> float:
+        return sum(self.last[pid] - self.first.get(pid, 0.0) for pid in self.last)
 
 
 def pool_rss(pid: int) -> list[int]:

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any, Optional
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.db import connection, connections
 
 from harness.bench import counting
 from harness.bench.designs import GROUPS, PAY, consumed_counts, consumption_times, orders_create, tables_reset
-from harness.bench.processes import Worker, child_env, named_cpu_seconds, tree_cpu_seconds
+from harness.bench.processes import BackendCpu, Worker, child_env, named_cpu_seconds, tree_cpu_seconds
 
 NULL_SMS_BACKEND = "harness.bench.backends.NullSmsBackend"
 
@@ -152,9 +153,11 @@ def run_design(
         counting.install()
         pg_before = _pg_transactions_settled()
         parent_before = counting.snapshot()
+        backends = BackendCpu(connection.settings_dict["NAME"]) if connection.vendor == "postgresql" else None
+        if backends:
+            backends.start()
         cpu_before = {
             "worker": tree_cpu_seconds(worker.pid) if worker else 0.0,
-            "postgres": named_cpu_seconds("postgres"),
             "redis": named_cpu_seconds("redis-server"),
         }
         connections.close_all()  # never share a connection with forked producers
@@ -172,7 +175,18 @@ def run_design(
         ]
         for proc in producers:
             proc.start()
-        results = [queue.get(timeout=cfg.timeout) for _ in producers]
+        results = []
+        deadline = time.monotonic() + cfg.timeout
+        while len(results) < len(producers):
+            if backends:
+                backends.sample()
+            try:
+                results.append(queue.get(timeout=0.1))
+            except Empty:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{label}: the producers did not finish in {cfg.timeout:.0f}s"
+                    ) from None
         for proc in producers:
             proc.join(timeout=30)
         errors = [r["error"] for r in results if "error" in r]
@@ -183,20 +197,23 @@ def run_design(
             returned.update(result["returned"])
         failures = [f for r in results for f in r["failures"]]
 
-        deadline = time.monotonic() + cfg.timeout
         expected = len(returned)
         while True:
+            if backends:
+                backends.sample()
             consumed = consumed_counts()
             if all(n >= expected for n in consumed.values()):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{label}: not fully consumed after {cfg.timeout:.0f}s: {consumed}")
             time.sleep(0.05)
+        if backends:
+            backends.sample()
         cpu_after = {
             "worker": tree_cpu_seconds(worker.pid) if worker else 0.0,
-            "postgres": named_cpu_seconds("postgres"),
             "redis": named_cpu_seconds("redis-server"),
         }
+        time.sleep(0.5)  # the pool processes write their last counts
     finally:
         if worker is not None:
             worker.stop()
@@ -242,10 +259,9 @@ def run_design(
         },
         "cpu_ms_per_payment": {
             "producer": round(producer_cpu * 1000 / n, 3),
-            **{
-                k: round((cpu_after[k] - cpu_before[k]) * 1000 / n, 3)
-                for k in ("worker", "postgres", "redis")
-            },
+            "worker": round((cpu_after["worker"] - cpu_before["worker"]) * 1000 / n, 3),
+            "postgres": round(backends.seconds() * 1000 / n, 3) if backends else None,
+            "redis": round((cpu_after["redis"] - cpu_before["redis"]) * 1000 / n, 3),
         },
     }
     for key in ("statements_per_payment", "transactions_per_payment"):
