@@ -125,7 +125,7 @@ def line_chart(
         color = PALETTE.get(name, "#417690")
         total = sum(values)
         legend = f"{name} ({total:,})"
-        legend_x -= 14 + 7 * len(legend)
+        legend_x -= 28 + 7.5 * len(legend)
         parts.append(
             f'<rect x="{legend_x}" y="8" width="10" height="10" fill="{color}"/>'
             f'<text x="{legend_x + 14}" y="17" fill="#333">{escape(legend)}</text>'
