@@ -15,7 +15,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.api_common import NOT_FOUND, UNAUTHORIZED, Conflict, MoneyField, error, field_errors
+from orders.api_common import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    Conflict,
+    MoneyField,
+    StrictCharField,
+    error,
+    field_errors,
+)
 from orders.models import Order, order_id_validator
 from orders.selectors import order_get, order_list
 from orders.services import OrderIdTaken, OrderNotCancellable, OrderNotFound, order_cancel, order_create
@@ -55,7 +63,7 @@ class OrderSerializer(serializers.ModelSerializer):
 
 class OrderCreateSerializer(serializers.Serializer):
     amount = MoneyField()
-    order_id = serializers.CharField(
+    order_id = StrictCharField(
         required=False,
         max_length=64,
         validators=[order_id_validator],

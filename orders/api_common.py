@@ -36,12 +36,21 @@ class MoneyField(serializers.DecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, (str, int, float, Decimal)):
             self.fail("invalid")
-        text = str(data).strip()
+        text = str(data)  # not stripped: "  12.00 " is not an amount
         if len(text) > self.MAX_STRING_LENGTH:
             self.fail("max_string_length")
         if not MONEY_PATTERN.match(text):
             self.fail("invalid")
         return super().to_internal_value(text)
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would take 12345 as "12345"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class Conflict(APIException):
