@@ -16,6 +16,7 @@ from orders.api_common import (
     Conflict,
     MoneyField,
     PaymentRequired,
+    StrictCharField,
     error,
     field_errors,
 )
@@ -35,9 +36,9 @@ from payments.services import (
 
 
 class PaymentRequestSerializer(serializers.Serializer):
-    order_id = serializers.CharField(max_length=64, validators=[order_id_validator])
+    order_id = StrictCharField(max_length=64, validators=[order_id_validator])
     amount = MoneyField(help_text='Must equal the order\'s amount, e.g. "99.00".')
-    payment_method = serializers.CharField(
+    payment_method = StrictCharField(
         required=False,
         max_length=32,
         help_text='The simulated gateway knows "sim_approve" (default), "sim_decline" and "sim_error".',
