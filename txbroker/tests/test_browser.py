@@ -156,6 +156,8 @@ def test_operator_finds_traces_replays_and_resumes_in_a_real_browser(
         expect(timeline).to_contain_text("REPLAY")
         expect(timeline).to_contain_text("by ops")
         assert set(deliveries(dead).values()) == {"SUCCEEDED"}
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "message.png"), full_page=True)
 
         # Resume the DISCARDED message of order 1002.
         page.goto(f"{site}/admin/txbroker/message/?q=order-1002")

@@ -85,12 +85,13 @@ def test_in_process_counters_and_histograms(client, transactional_db, broker_env
 
 @pytest.mark.integration
 def test_counters_recorded_in_worker_processes_reach_metrics(
-    client, transactional_db, broker_env, redis_client, tmp_path, monkeypatch
+    client, transactional_db, broker_env, redis_client, beat, tmp_path, monkeypatch
 ):
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom_dir))
     redis_client.flushdb()
+    # Beat's sweep re-enqueues the retry; this worker records into the shared directory.
     worker = start_worker(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
     try:
         Plan.objects.create(key="mp-flaky", fail_times=1)
