@@ -264,12 +264,14 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
             _atomic_all(stack, databases)
             # Lock the row and check the claim is still ours: from here to commit, nobody
             # else can take it back, and a second runner waits, then finds it done.
-            still_ours = (
-                Delivery.objects.using(db)
-                .select_for_update()
-                .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
-                .exists()
-            )
+            still_ours = fastpath.lock_claim(db, delivery.pk, token)
+            if still_ours is None:
+                still_ours = (
+                    Delivery.objects.using(db)
+                    .select_for_update()
+                    .filter(pk=delivery.pk, claim_token=token, status=Status.RUNNING)
+                    .exists()
+                )
             if not still_ours:
                 report.skipped += 1
                 return "SKIPPED"

@@ -147,6 +147,32 @@ def delivery_succeed(
     return moved == 1
 
 
+def lock_claim(db: str, delivery_id: int, token: str) -> Optional[bool]:
+    """Lock the delivery's row if the claim is still ``token``'s (held to the end of the
+    caller's transaction). None when this database has no fast path."""
+    if not enabled(db):
+        return None
+    sql = f"SELECT 1 FROM {_table(Delivery)} WHERE id = %s AND claim_token = %s AND status = %s FOR UPDATE"
+    return _execute(db, sql, [delivery_id, token, Delivery.Status.RUNNING]) is not None
+
+
+def claim_sql(*, filtered: bool = False) -> str:
+    """The claim statement (``manage.py bench --history`` shows its plan)."""
+    table = _table(Delivery)
+    only = "AND id = ANY(%s) " if filtered else ""
+    return (
+        f"WITH picked AS (SELECT id FROM {table} WHERE status IN (%s, %s) AND next_attempt_at <= %s {only}"
+        "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {table} AS d SET status = %s, claim_token = %s, claimed_until = %s, "
+        "attempts = d.attempts + 1, updated_at = %s "
+        # By primary key from an array: a join with the CTE, or repeating the status
+        # condition here, lets the planner scan every waiting row (a whole backlog). The
+        # condition holds already: the picked rows are locked, and FOR UPDATE re-checked
+        # it on their latest version.
+        "WHERE d.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING d.id"
+    )
+
+
 def claim_due(
     db: str, *, token: str, now: datetime, claimed_until: datetime, limit: int, ids: Optional[list[int]]
 ) -> Optional[list[int]]:
@@ -155,18 +181,10 @@ def claim_due(
     the claimed ids; None when this database has no fast path."""
     if not enabled(db):
         return None
-    table = _table(Delivery)
-    only = "AND id = ANY(%s) " if ids is not None else ""
-    sql = (
-        f"WITH picked AS (SELECT id FROM {table} WHERE status IN (%s, %s) AND next_attempt_at <= %s {only}"
-        "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {table} AS d SET status = %s, claim_token = %s, claimed_until = %s, "
-        "attempts = d.attempts + 1, updated_at = %s "
-        "FROM picked WHERE d.id = picked.id AND d.status IN (%s, %s) RETURNING d.id"
-    )
+    sql = claim_sql(filtered=ids is not None)
     waiting = list(Delivery.WAITING)
     params: list[Any] = [*waiting, now, *([list(ids)] if ids is not None else []), limit]
-    params += [Delivery.Status.RUNNING, token, claimed_until, now, *waiting]
+    params += [Delivery.Status.RUNNING, token, claimed_until, now]
     with connections[db].cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]

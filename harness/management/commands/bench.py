@@ -49,6 +49,18 @@ class Command(BaseCommand):
         parser.add_argument("--plot", dest="plot_path", help="write latency distributions to this PNG")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds a run may take")
         parser.add_argument("--work-dir", help="logs and counters (default: a temporary folder)")
+        parser.add_argument(
+            "--history",
+            action="store_true",
+            help="instead: check pass, sweep, claim and list pages with 1k vs 1M finished messages",
+        )
+        parser.add_argument(
+            "--history-sizes", default="1000,1000000", help="finished messages, smallest first"
+        )
+        parser.add_argument(
+            "--memory", action="store_true", help="instead: worker RSS over --deliveries deliveries"
+        )
+        parser.add_argument("--deliveries", type=int, default=100_000)
 
     def handle(self, *args, **options) -> None:
         if not bench_database_allowed():
@@ -61,6 +73,10 @@ class Command(BaseCommand):
             raise CommandError("--payments, --concurrency and --workers must be at least 1")
         work_dir = Path(options["work_dir"] or tempfile.mkdtemp(prefix="txbroker-bench-"))
         work_dir.mkdir(parents=True, exist_ok=True)
+        if options["history"]:
+            return self.history(options)
+        if options["memory"]:
+            return self.memory(options, work_dir)
         cfg = RunConfig(
             payments=options["payments"],
             concurrency=options["concurrency"],
@@ -107,3 +123,46 @@ class Command(BaseCommand):
         if options["plot_path"]:
             plot(Path(options["plot_path"]), samples)
             self.stdout.write(f"latency plot written to {options['plot_path']}")
+
+    def history(self, options) -> None:
+        from harness.bench.history import history_bench
+
+        sizes = tuple(int(size) for size in options["history_sizes"].split(","))
+        results = history_bench(sizes=sizes, progress=self.stdout.write)
+        for name, plan in results["plans"].items():
+            self.stdout.write(f"\n-- plan: {name}\n{plan}")
+        self.stdout.write("")
+        header = f"{'finished messages':>18}{'check pass ms':>15}{'sweep ms':>10}{'claim pass ms':>15}"
+        self.stdout.write(header)
+        for size, figures in results["sizes"].items():
+            self.stdout.write(
+                f"{int(size):>18,}{figures['check_pass']:>15}{figures['sweep']:>10}{figures['claim_pass']:>15}"
+            )
+        self.stdout.write(f"{'ratio':>18}" + "".join(f"{v!s:>15}" for v in results["ratios"].values()))
+        self.stdout.write("\nlist pages (server ms / queries):")
+        for size, figures in results["sizes"].items():
+            pages = ", ".join(
+                f"{name} {page.get('ms', page.get('status'))} ms / {page.get('queries', '-')}"
+                for name, page in figures["pages"].items()
+            )
+            self.stdout.write(f"  {int(size):>10,}: {pages}")
+        seq = results["seq_scans_in_plans"]
+        self.stdout.write(
+            self.style.SUCCESS("no sequential scan in the hot plans")
+            if not seq
+            else self.style.WARNING(f"sequential scans in: {', '.join(seq)}")
+        )
+        if options["json_path"]:
+            write_json(Path(options["json_path"]), {"history": results})
+
+    def memory(self, options, work_dir: Path) -> None:
+        from harness.bench.memory import memory_bench
+
+        results = memory_bench(options["deliveries"], work_dir, progress=self.stdout.write)
+        self.stdout.write(
+            f"{results['deliveries']:,} deliveries in {results['seconds']}s: pool process RSS "
+            f"{results['rss_after_warmup_mb']} MB after warm-up, {results['rss_end_mb']} MB at the end "
+            f"({results['growth_after_warmup']:+.1%})"
+        )
+        if options["json_path"]:
+            write_json(Path(options["json_path"]), {"memory": results})
