@@ -124,7 +124,7 @@ def test_periodic_tasks_are_created_once_and_synced_on_request(monkeypatch):
     assert PeriodicTask.objects.get(name=SWEEP_TASK_NAME).interval.every == 2
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(databases=["default", "txbroker"])
 def test_migrations_match_the_models():
     out = io.StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
