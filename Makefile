@@ -36,8 +36,11 @@ run: setup
 	@echo "  API docs (Swagger): http://127.0.0.1:$(WEB_PORT)/api/docs/"
 	@echo "  Admin:              http://127.0.0.1:$(WEB_PORT)/admin/   ($(DEMO_USER) / $(DEMO_PASSWORD))"
 	@echo "  Dashboard:          http://127.0.0.1:$(WEB_PORT)/admin/txbroker/dashboard/"
+	@echo "  Metrics, health:    http://127.0.0.1:$(WEB_PORT)/metrics  http://127.0.0.1:$(WEB_PORT)/healthz"
 	@echo ""
-	DJANGO_DEBUG=1 WEB_PORT=$(WEB_PORT) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	rm -rf var/prometheus && mkdir -p var/prometheus
+	DJANGO_DEBUG=1 WEB_PORT=$(WEB_PORT) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus \
+		PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
