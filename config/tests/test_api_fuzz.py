@@ -31,6 +31,14 @@ FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_heal
 EXCLUDED = [positive_data_acceptance, negative_data_rejection]
 
 
+@pytest.fixture(autouse=True)
+def no_throttling(monkeypatch):
+    """Throttling has its own test; counters in the shared cache must not make a 429 here."""
+    from config.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "allow_request", lambda self, request, view: True)
+
+
 @pytest.fixture
 def api_schema(transactional_db):
     # transactional: a payment must run outside any transaction, as in production.
