@@ -252,6 +252,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
 # Seconds a duplicate payment request waits for the one holding the order's charge.
 PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
+# Charge reconciliation (payments.services.charge_reconcile_stale, a beat task): a charge left
+# PENDING or APPROVED longer than RECONCILE_AFTER seconds belongs to a payment whose process
+# died; it is settled with the gateway. Keep RECONCILE_AFTER well above the slowest gateway
+# call: a live payment still working on a charge that old loses it to reconciliation.
+PAYMENTS_CHARGE_RECONCILE_AFTER = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_AFTER", "60"))
+PAYMENTS_CHARGE_RECONCILE_INTERVAL = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_INTERVAL", "30"))
+PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = int(os.environ.get("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", "50"))
 NOTIFICATIONS_SMS_BACKEND = os.environ.get(
     "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
 )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class PaymentsConfig(AppConfig):
@@ -8,3 +9,18 @@ class PaymentsConfig(AppConfig):
     label = "payments"
     verbose_name = "Payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        post_migrate.connect(_ensure_schedule, sender=self)
+
+
+def _ensure_schedule(using: str = "default", **kwargs) -> None:
+    from django.apps import apps
+    from django.db import DEFAULT_DB_ALIAS
+
+    # Beat's DatabaseScheduler reads the default database only.
+    if using != DEFAULT_DB_ALIAS or not apps.is_installed("django_celery_beat"):
+        return
+    from payments.schedule import ensure_periodic_tasks
+
+    ensure_periodic_tasks(using=using)

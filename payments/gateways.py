@@ -4,15 +4,20 @@
 A backend's ``charge()`` returns a :class:`ChargeResult` (approved, or declined with the
 gateway's reason), or raises :class:`GatewayError` when the gateway could not be asked or
 answered with an error: the charge was not made.
+
+Its ``lookup()`` answers what became of an earlier charge, by the idempotency key it was
+made with: the reconciliation of charges whose process died while the gateway was being
+called (``payments.services.charge_reconcile_stale``) relies on it. A real gateway queries
+its API by idempotency key (Stripe, Adyen and most others keep them for days).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -52,11 +57,26 @@ class PaymentGateway:
     ) -> ChargeResult:
         raise NotImplementedError
 
+    def lookup(self, *, idempotency_key: str) -> Optional[ChargeResult]:
+        """What the gateway did with the charge made with ``idempotency_key``: its result
+        (approved with the same reference as ``charge()`` returned, or declined), or None
+        when the gateway never saw it (nothing was charged). Raises :class:`GatewayError`
+        when the gateway cannot be asked now."""
+        raise NotImplementedError
+
 
 class SimulatedGateway(PaymentGateway):
     """Approves ``sim_approve``, declines ``sim_decline`` with a reason, raises a gateway
     error for ``sim_error``. Every call is kept in ``SimulatedGateway.calls`` (this
-    process only), so tests can count charges."""
+    process only), so tests can count charges.
+
+    Its answers depend on the payment method only, so ``lookup()`` re-derives them in any
+    process, from the payment method of the charge the key names (``charge-<id>``, see
+    ``Charge.idempotency_key``): approved (same reference, derived from the key) or
+    declined; None for ``sim_error`` (an error charges nothing) and for keys it does not
+    know. A real gateway would ask its API instead; the simulation has no memory shared
+    across processes to ask.
+    """
 
     payment_methods = ("sim_approve", "sim_decline", "sim_error")
     default_payment_method = "sim_approve"
@@ -73,10 +93,26 @@ class SimulatedGateway(PaymentGateway):
         with self._lock:
             self.calls.append(ChargeCall(order_id, amount, payment_method, idempotency_key, result))
         if result == "approved":
-            return ChargeResult(approved=True, reference=f"SIM-{uuid.uuid4().hex[:16].upper()}")
+            return ChargeResult(approved=True, reference=self.reference_of(idempotency_key))
         if result == "declined":
             return ChargeResult(approved=False, reason=self.DECLINE_REASON)
         raise GatewayError(self.ERROR_REASON)
+
+    def lookup(self, *, idempotency_key: str) -> Optional[ChargeResult]:
+        from payments.models import Charge
+
+        charge = Charge.objects.with_idempotency_key(idempotency_key).only("payment_method").first()
+        method = charge.payment_method if charge is not None else ""
+        if method == "sim_approve":
+            return ChargeResult(approved=True, reference=self.reference_of(idempotency_key))
+        if method == "sim_decline":
+            return ChargeResult(approved=False, reason=self.DECLINE_REASON)
+        return None
+
+    @staticmethod
+    def reference_of(idempotency_key: str) -> str:
+        """The reference of an approved charge: the same for the same key in every process."""
+        return "SIM-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16].upper()
 
     @classmethod
     def approved_calls(cls, order_id: str) -> list[ChargeCall]:

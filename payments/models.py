@@ -14,6 +14,9 @@ payment requests charge once, and what a cancel checks.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Optional
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -57,6 +60,23 @@ class ChargeQuerySet(models.QuerySet):
         """Approved by the gateway but never recorded: the money must go back."""
         return self.filter(status=Charge.Status.ABANDONED)
 
+    def unsettled(self) -> ChargeQuerySet:
+        """PENDING or APPROVED: a payment is still working on it, or its process died."""
+        return self.filter(status__in=Charge.UNSETTLED)
+
+    def stale(self, *, before: datetime) -> ChargeQuerySet:
+        """Unsettled, unchanged since ``before`` and not examined by a reconciliation since."""
+        return (
+            self.unsettled()
+            .filter(updated_at__lt=before)
+            .filter(models.Q(reconciled_at__isnull=True) | models.Q(reconciled_at__lt=before))
+        )
+
+    def with_idempotency_key(self, key: str) -> ChargeQuerySet:
+        """The charge whose gateway call used ``key`` (see ``Charge.idempotency_key``)."""
+        charge_id = Charge.id_of_idempotency_key(key)
+        return self.filter(pk=charge_id) if charge_id is not None else self.none()
+
 
 class Charge(models.Model):
     """One charge through the gateway.
@@ -65,7 +85,10 @@ class Charge(models.Model):
     APPROVED -> RECORDED (the local transaction inserted the PaymentRecord) | ABANDONED
     (check-back found no record and rolled the message back: to refund). A charge left
     PENDING or APPROVED by a process that died keeps the order claimed, on purpose: the
-    money may have moved, so only a reconciliation with the gateway may release it.
+    money may have moved, so only a reconciliation with the gateway may release it:
+    ``payments.services.charge_reconcile_stale``, run by beat, asks the gateway about
+    charges left unsettled longer than PAYMENTS_CHARGE_RECONCILE_AFTER and settles them
+    (its moves say "reconciled" in ``reason``).
     """
 
     class Status(models.TextChoices):
@@ -77,6 +100,8 @@ class Charge(models.Model):
         ABANDONED = "ABANDONED", "approved but never recorded (to refund)"
 
     ACTIVE = (Status.PENDING, Status.APPROVED, Status.RECORDED)
+    UNSETTLED = (Status.PENDING, Status.APPROVED)
+    IDEMPOTENCY_KEY_PREFIX = "charge-"
 
     order_id = models.CharField(max_length=64)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="charges")
@@ -88,12 +113,23 @@ class Charge(models.Model):
     reason = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # When a reconciliation last claimed this charge (its lease: another run leaves it alone
+    # for PAYMENTS_CHARGE_RECONCILE_AFTER seconds).
+    reconciled_at = models.DateTimeField(null=True, blank=True)
 
     objects = ChargeQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["order_id", "-created_at"], name="payments_charge_order")]
+        indexes = [
+            models.Index(fields=["order_id", "-created_at"], name="payments_charge_order"),
+            # Reconciliation's scan: only the few unsettled charges, never the whole table.
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status__in=["PENDING", "APPROVED"]),
+                name="payments_charge_unsettled",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["order_id"],
@@ -109,3 +145,13 @@ class Charge(models.Model):
 
     def __str__(self) -> str:
         return f"charge {self.pk} {self.order_id} {self.amount} [{self.status}]"
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key of its gateway call: a retried or looked-up call names the same charge."""
+        return f"{self.IDEMPOTENCY_KEY_PREFIX}{self.pk}"
+
+    @classmethod
+    def id_of_idempotency_key(cls, key: str) -> Optional[int]:
+        number = key.removeprefix(cls.IDEMPOTENCY_KEY_PREFIX)
+        return int(number) if key.startswith(cls.IDEMPOTENCY_KEY_PREFIX) and number.isdigit() else None

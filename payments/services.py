@@ -28,18 +28,35 @@ transaction records only an APPROVED charge: a local transaction that starts lat
 the check-back gave up on it) can no longer record the payment, so a ROLLBACK answer is
 never contradicted by a record appearing later. ABANDONED charges are money to refund.
 
-Known gap, as in the article: the gateway is charged before the half message is stored.
-If the process dies between the two, the charge stays PENDING or APPROVED (the order stays
-claimed, so it is never charged twice) until someone reconciles it with the gateway.
+The article's gap, closed by reconciliation: the gateway is charged before the half message
+is stored. If the process dies between the two, the charge stays PENDING or APPROVED and
+the order stays claimed (so it is never charged twice). ``charge_reconcile_stale``, a beat
+task, claims charges left so longer than PAYMENTS_CHARGE_RECONCILE_AFTER and settles them:
+a PENDING one by asking the gateway (``lookup`` by idempotency key: not found or declined
+-> ERROR / DECLINED, the order is payable again; approved -> APPROVED); an APPROVED one with
+no payment message by sending that message exactly as ``payment_pay`` does (same local
+transaction, same checker), so the order is PAID, points and the SMS follow. A charge whose
+message exists is check-back's business and is left alone; one whose message was rolled
+back stays unrecorded (ABANDONED, to refund).
+
+Races with a live ``payment_pay`` (a charge older than the threshold whose process is only
+slow): when reconciliation settled a PENDING charge first, ``payment_pay`` finds it no longer
+PENDING when the gateway answers and sends nothing (an approval that reconciliation had
+closed as not found becomes ABANDONED: to refund). Should both still send a message for one
+APPROVED charge, the second one's local transaction and checker find the charge recorded by
+the other message and answer ROLLBACK, so the payment is delivered once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
-from typing import Optional
+from typing import Any, Optional
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -48,11 +65,11 @@ from django.utils import timezone
 
 from orders.models import Order
 from orders.selectors import order_get, order_get_for_update
-from payments.events import TAG, TOPIC, PaymentSucceeded
-from payments.gateways import GatewayError, get_gateway
+from payments.events import PRODUCER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments.gateways import GatewayError, PaymentGateway, get_gateway
 from payments.models import Charge, PaymentRecord
 from payments.selectors import payment_success_get
-from txbroker import LocalTransactionState, MessageView, OutgoingMessage
+from txbroker import LocalTransactionState, MessageView, OutgoingMessage, SendResult, messages_with_key
 
 logger = logging.getLogger("payments")
 
@@ -73,6 +90,22 @@ PAYMENT_INSIDE_ATOMIC = (
 CHARGE_ABANDONED_BY_CHECK = "check-back found no payment record: message rolled back"
 CHARGE_ABANDONED_NOT_PAYABLE = "the order was no longer payable when the payment was recorded"
 CHARGE_ABANDONED_SEND_FAILED = "sending the payment message failed"
+CHARGE_ABANDONED_APPROVED_LATE = (
+    "the gateway approved after reconciliation had closed the charge (the call outlasted "
+    "PAYMENTS_CHARGE_RECONCILE_AFTER)"
+)
+# Every move made by reconciliation says so in the charge's reason.
+CHARGE_RECONCILED = "reconciled: "
+CHARGE_RECONCILED_NOT_FOUND = CHARGE_RECONCILED + "the gateway has no record of this charge"
+CHARGE_RECONCILED_DECLINED = CHARGE_RECONCILED + "declined at the gateway: {reason}"
+CHARGE_RECONCILED_APPROVED = CHARGE_RECONCILED + "found PENDING, approved at the gateway"
+CHARGE_RECONCILED_SENT = CHARGE_RECONCILED + "found {found} with no payment message; message sent"
+CHARGE_RECONCILED_ROLLED_BACK = CHARGE_RECONCILED + "its payment message was rolled back"
+CHARGE_RECONCILE_INSIDE_ATOMIC = (
+    "charge_reconcile_stale() was called inside transaction.atomic(): call it outside any "
+    "transaction (each charge's moves and message commit on their own)"
+)
+CHARGE_RECONCILE_NEGATIVE_AGE = "older_than must be a number of seconds >= 0, not {value!r}"
 
 # How often a duplicate request looks again while another request holds the order's charge.
 IN_PROGRESS_POLL_SECONDS = 0.05
@@ -148,8 +181,6 @@ def payment_pay(
     *, user: AbstractBaseUser, order_id: str, amount: Decimal, payment_method: Optional[str] = None
 ) -> PaymentOutcome:
     """Pay the user's order (see the module doc). Must be called outside any transaction."""
-    from payments.checkers import payment_producer
-
     if transaction.get_connection().in_atomic_block:
         # Fail before charging: the half message must commit before the local transaction.
         raise RuntimeError(PAYMENT_INSIDE_ATOMIC)
@@ -179,7 +210,7 @@ def payment_pay(
             order_id=order_id,
             amount=order.amount,
             payment_method=method,
-            idempotency_key=f"charge-{charge.pk}",
+            idempotency_key=charge.idempotency_key,
         )
     except Exception as exc:
         if not isinstance(exc, GatewayError):
@@ -189,20 +220,13 @@ def payment_pay(
     if not result.approved:
         _charge_close(charge_id=charge.pk, status=Charge.Status.DECLINED, reason=result.reason)
         raise PaymentDeclined(result.reason or "declined")
-    _charge_close(charge_id=charge.pk, status=Charge.Status.APPROVED, reference=result.reference)
+    if not _charge_close(charge_id=charge.pk, status=Charge.Status.APPROVED, reference=result.reference):
+        # The gateway call outlasted PAYMENTS_CHARGE_RECONCILE_AFTER and reconciliation
+        # settled the charge meanwhile: the message is its to send, or it closed the charge.
+        return _payment_after_reconciliation(order_id=order_id, charge_id=charge.pk)
 
-    event = PaymentSucceeded(order_id=order_id, user_id=user.pk, amount=order.amount, pay_time=timezone.now())
-    message = OutgoingMessage(
-        topic=TOPIC,
-        tag=TAG,
-        keys=(order_id,),
-        body=event.as_body(),
-        properties={"charge_id": str(charge.pk)},
-    )
     try:
-        sent = payment_producer.send_message_in_transaction(
-            message, payment_record_local_transaction, PaymentIntent(charge_id=charge.pk, event=event)
-        )
+        sent = _payment_message_send(charge=charge)
     except Exception as exc:
         # The half message may or may not be stored. Settle the charge the way check-back
         # would, so that the order does not stay claimed when no half message exists.
@@ -228,6 +252,10 @@ def payment_pay(
         record = payment_success_get(order_id=order_id)
         return PaymentOutcome.of_record(record, created=record.message_id == sent.msg_id)
     if state == LocalTransactionState.ROLLBACK:
+        record = payment_success_get(order_id=order_id)
+        if record is not None:
+            # This charge was recorded by reconciliation's message: the payment succeeded.
+            return PaymentOutcome.of_record(record, created=True)
         raise PaymentNotRecorded(PAYMENT_NOT_RECORDED)
     return PaymentOutcome(
         order_id=order_id,
@@ -266,13 +294,61 @@ def _charge_claim(*, order: Order, payment_method: str) -> Charge:
             raise PaymentInProgress(PAYMENT_IN_PROGRESS) from None
 
 
-def _charge_close(*, charge_id: int, status: str, reference: str = "", reason: str = "") -> None:
-    """PENDING -> APPROVED | DECLINED | ERROR (a conditional UPDATE)."""
+def _charge_close(*, charge_id: int, status: str, reference: str = "", reason: str = "") -> bool:
+    """PENDING -> APPROVED | DECLINED | ERROR (a conditional UPDATE). False when the charge
+    was no longer PENDING: reconciliation settled it while the gateway was answering."""
     moved = Charge.objects.filter(pk=charge_id, status=Charge.Status.PENDING).update(
         status=status, reference=reference[:128], reason=reason[:255], updated_at=timezone.now()
     )
     if not moved:
-        logger.error("charge %s was not PENDING when the gateway answered %s", charge_id, status)
+        logger.warning(
+            "charge %s was no longer PENDING when the gateway answered %s (settled by reconciliation)",
+            charge_id,
+            status,
+        )
+    return bool(moved)
+
+
+def _payment_after_reconciliation(*, order_id: str, charge_id: int) -> PaymentOutcome:
+    """The gateway approved a charge that reconciliation settled first.
+
+    Closed as not found or declined (asked before the gateway had it): the money moved with
+    no payment to show for it, so the charge becomes ABANDONED (to refund). Approved by
+    reconciliation: it sends the message; answer with the record once there, else 409.
+    """
+    refund = Charge.objects.filter(
+        pk=charge_id, status__in=[Charge.Status.DECLINED, Charge.Status.ERROR]
+    ).update(status=Charge.Status.ABANDONED, reason=CHARGE_ABANDONED_APPROVED_LATE, updated_at=timezone.now())
+    if refund:
+        logger.error(
+            "charge %s of order %s approved after reconciliation closed it: to refund", charge_id, order_id
+        )
+        raise PaymentUnavailable(PAYMENT_UNAVAILABLE)
+    record = payment_success_get(order_id=order_id)
+    if record is None:
+        raise PaymentInProgress(PAYMENT_IN_PROGRESS)
+    return PaymentOutcome.of_record(record, created=True)
+
+
+def _payment_message_send(*, charge: Charge) -> SendResult:
+    """Send the payment message of an APPROVED charge; its local transaction records the
+    payment. The one way a payment is recorded: ``payment_pay`` and reconciliation both
+    send through here."""
+    from payments.checkers import payment_producer
+
+    event = PaymentSucceeded(
+        order_id=charge.order_id, user_id=charge.user_id, amount=charge.amount, pay_time=timezone.now()
+    )
+    message = OutgoingMessage(
+        topic=TOPIC,
+        tag=TAG,
+        keys=(charge.order_id,),
+        body=event.as_body(),
+        properties={"charge_id": str(charge.pk)},
+    )
+    return payment_producer.send_message_in_transaction(
+        message, payment_record_local_transaction, PaymentIntent(charge_id=charge.pk, event=event)
+    )
 
 
 def payment_charge_settle(*, order_id: str, charge_id: Optional[int], reason: str) -> bool:
@@ -309,6 +385,9 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
                 return (
                     LocalTransactionState.COMMIT
                     if existing.status == PaymentRecord.Status.SUCCESS
+                    and not _recorded_by_another_message(
+                        record=existing, msg_id=message.msg_id, charge_id=intent.charge_id
+                    )
                     else LocalTransactionState.ROLLBACK
                 )
             if order is None or order.status != Order.Status.CREATED:
@@ -337,6 +416,19 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
         return LocalTransactionState.UNKNOWN
 
 
+def _recorded_by_another_message(*, record: PaymentRecord, msg_id: str, charge_id: Optional[int]) -> bool:
+    """True for a second message of one charge (reconciliation and a slow ``payment_pay``
+    both sent one) once the other recorded the payment: this one must roll back, or the
+    payment would be delivered twice. A record from another charge keeps the article's
+    answer (duplicate key: it already succeeded)."""
+    return (
+        charge_id is not None
+        and bool(record.message_id)
+        and record.message_id != msg_id
+        and Charge.objects.filter(pk=charge_id, status=Charge.Status.RECORDED).exists()
+    )
+
+
 def payment_record_insert(*, event: PaymentSucceeded, message_id: str) -> PaymentRecord:
     return PaymentRecord.objects.create(
         order_id=event.order_id,
@@ -352,23 +444,244 @@ def payment_check_transaction(message: MessageView) -> LocalTransactionState:
     """The checker of ``payment_producer_group`` (the article's checkLocalTransaction).
 
     COMMIT when a SUCCESS record exists for the message's key, ROLLBACK when none exists
-    (after fencing the charge, see ``payment_charge_settle``), UNKNOWN when the database
-    cannot tell.
+    (after fencing the charge, see ``payment_charge_settle``) or when it was recorded by
+    another message of the same charge, UNKNOWN when the database cannot tell.
     """
     order_id = message.key
     if not order_id:
         return LocalTransactionState.ROLLBACK
-    charge_id = message.properties.get("charge_id")
+    charge_property = message.properties.get("charge_id")
+    charge_id = int(charge_property) if charge_property and charge_property.isdigit() else None
     try:
         with transaction.atomic():
             paid = payment_charge_settle(
-                order_id=order_id,
-                charge_id=int(charge_id) if charge_id and charge_id.isdigit() else None,
-                reason=CHARGE_ABANDONED_BY_CHECK,
+                order_id=order_id, charge_id=charge_id, reason=CHARGE_ABANDONED_BY_CHECK
             )
+            if paid and _recorded_by_another_message(
+                record=payment_success_get(order_id=order_id), msg_id=message.msg_id, charge_id=charge_id
+            ):
+                paid = False
     except DatabaseError:
         logger.warning(
             "check-back of the payment of order %s could not read the database", order_id, exc_info=True
         )
         return LocalTransactionState.UNKNOWN
     return LocalTransactionState.COMMIT if paid else LocalTransactionState.ROLLBACK
+
+
+# --- reconciliation ---------------------------------------------------------------------------
+class ReconcileOutcome:
+    """What reconciliation did with one stale charge (the report counts these)."""
+
+    COMPLETED = "completed"  # payment message sent and the payment recorded
+    SENT_TO_CHECK_BACK = "sent_check_back_settles"  # message sent, left HALF (UNKNOWN)
+    DECLINED = "declined"  # PENDING -> DECLINED: the gateway declined it
+    NOT_FOUND = "not_found"  # PENDING -> ERROR: the gateway never saw it
+    ABANDONED = "abandoned"  # never to be recorded (message rolled back): to refund
+    LEFT_TO_CHECK_BACK = "left_to_check_back"  # its message exists: check-back settles it
+    GATEWAY_UNAVAILABLE = "gateway_unavailable"  # lookup failed: tried again next run
+    SEND_FAILED = "send_failed"  # sending raised: tried again next run
+    RACED = "raced"  # settled by someone else first: nothing done
+
+
+@dataclass
+class ChargeReconcileReport:
+    older_than: float
+    dry_run: bool = False
+    examined: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        if not self.examined:
+            return f"no charge left PENDING or APPROVED for more than {self.older_than:g}s"
+        done = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(self.outcomes.items()))
+        prefix = "dry run, nothing changed: would settle" if self.dry_run else "reconciled"
+        return f"{prefix} {self.examined} charge(s) older than {self.older_than:g}s: {done}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "older_than": self.older_than,
+            "dry_run": self.dry_run,
+            "examined": self.examined,
+            "outcomes": dict(self.outcomes),
+        }
+
+
+def charge_reconcile_after() -> float:
+    """PAYMENTS_CHARGE_RECONCILE_AFTER: the age past which a PENDING/APPROVED charge is stale."""
+    return float(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_AFTER", 60.0))
+
+
+def charge_reconcile_stale(
+    *,
+    older_than: Optional[float] = None,
+    dry_run: bool = False,
+    batch_size: Optional[int] = None,
+    progress: Optional[Callable[[ChargeReconcileReport], None]] = None,
+) -> ChargeReconcileReport:
+    """Settle the charges left PENDING or APPROVED for more than ``older_than`` seconds
+    (default PAYMENTS_CHARGE_RECONCILE_AFTER) by payments whose process died (module doc).
+
+    Charges are claimed in batches (``SELECT ... FOR UPDATE SKIP LOCKED``, then their
+    ``reconciled_at`` lease is set), so concurrent runs never handle one charge twice;
+    every move is a conditional UPDATE that also requires the lease. ``dry_run`` asks the
+    gateway and the broker but changes nothing. Must be called outside any transaction.
+    """
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError(CHARGE_RECONCILE_INSIDE_ATOMIC)
+    older_than = charge_reconcile_after() if older_than is None else older_than
+    if not older_than >= 0:
+        raise ValueError(CHARGE_RECONCILE_NEGATIVE_AGE.format(value=older_than))
+    batch_size = batch_size or int(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", 50))
+    gateway = get_gateway()
+    report = ChargeReconcileReport(older_than=older_than, dry_run=dry_run)
+    # Fixed for the pass: a charge claimed in it is younger than this, so never claimed twice.
+    before = timezone.now() - timedelta(seconds=older_than)
+    if dry_run:
+        for charge in Charge.objects.stale(before=before).order_by("updated_at", "pk").iterator():
+            report.examined += 1
+            report.outcomes[_charge_reconcile(charge=charge, gateway=gateway, dry_run=True)] += 1
+        return report
+    while True:
+        charges = _charges_claim(before=before, batch_size=batch_size)
+        for charge in charges:
+            report.examined += 1
+            report.outcomes[_charge_reconcile(charge=charge, gateway=gateway, dry_run=False)] += 1
+        if progress is not None and charges:
+            progress(report)
+        if len(charges) < batch_size:
+            return report
+
+
+def _charges_claim(*, before: Any, batch_size: int) -> list[Charge]:
+    """Lease up to ``batch_size`` stale charges to this run: locked rows (another run's
+    claim) are skipped, and once leased a charge is no longer stale for anyone."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Charge.objects.stale(before=before)
+            .select_for_update(skip_locked=True)
+            .order_by("updated_at", "pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return []
+        Charge.objects.filter(pk__in=ids).update(reconciled_at=now)
+    return list(Charge.objects.filter(pk__in=ids, reconciled_at=now).order_by("updated_at", "pk"))
+
+
+def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool) -> str:
+    """Settle one leased charge; return its ``ReconcileOutcome``."""
+    found = charge.status
+    if found == Charge.Status.PENDING:
+        try:
+            result = gateway.lookup(idempotency_key=charge.idempotency_key)
+        except Exception:
+            logger.warning(
+                "reconciliation: the gateway could not tell what became of charge %s (order %s); "
+                "trying again later",
+                charge.pk,
+                charge.order_id,
+                exc_info=True,
+            )
+            return ReconcileOutcome.GATEWAY_UNAVAILABLE
+        if result is None or not result.approved:
+            status, reason, outcome = (
+                (Charge.Status.ERROR, CHARGE_RECONCILED_NOT_FOUND, ReconcileOutcome.NOT_FOUND)
+                if result is None
+                else (
+                    Charge.Status.DECLINED,
+                    CHARGE_RECONCILED_DECLINED.format(reason=result.reason or "declined"),
+                    ReconcileOutcome.DECLINED,
+                )
+            )
+            if dry_run or _charge_reconcile_move(charge, status=status, reason=reason):
+                return outcome
+            return ReconcileOutcome.RACED
+        if not dry_run and not _charge_reconcile_move(
+            charge,
+            status=Charge.Status.APPROVED,
+            reason=CHARGE_RECONCILED_APPROVED,
+            reference=result.reference,
+        ):
+            return ReconcileOutcome.RACED
+
+    # APPROVED: was its payment message sent?
+    order_messages = messages_with_key(charge.order_id, producer_group=PRODUCER_GROUP)
+    own = [m for m in order_messages if m.properties.get("charge_id") == str(charge.pk)]
+    unsettled = [m for m in order_messages if m.state in ("HALF", "COMMITTED")]
+    unsettled += [m for m in own if m.state == "DISCARDED"]  # parked: an operator resumes it
+    if unsettled:
+        logger.info(
+            "reconciliation: charge %s (order %s) is APPROVED and message %s is %s: left to check-back",
+            charge.pk,
+            charge.order_id,
+            unsettled[0].msg_id,
+            unsettled[0].state,
+        )
+        return ReconcileOutcome.LEFT_TO_CHECK_BACK
+    if own:
+        # Its message was rolled back: the checker's answer stands, the charge is never recorded.
+        if dry_run:
+            return ReconcileOutcome.ABANDONED
+        with transaction.atomic():
+            paid = payment_charge_settle(
+                order_id=charge.order_id, charge_id=charge.pk, reason=CHARGE_RECONCILED_ROLLED_BACK
+            )
+        logger.warning(
+            "reconciliation: charge %s of order %s: message rolled back, ABANDONED",
+            charge.pk,
+            charge.order_id,
+        )
+        return ReconcileOutcome.RACED if paid else ReconcileOutcome.ABANDONED
+    if dry_run:
+        return ReconcileOutcome.COMPLETED
+    # Renew the lease just before sending, so that only one run sends for this charge.
+    renewed = Charge.objects.filter(
+        pk=charge.pk, status=Charge.Status.APPROVED, reconciled_at=charge.reconciled_at
+    ).update(
+        reconciled_at=timezone.now(),
+        reason=CHARGE_RECONCILED_SENT.format(found=found),
+        updated_at=timezone.now(),
+    )
+    if not renewed:
+        return ReconcileOutcome.RACED
+    logger.warning(
+        "reconciliation: charge %s of order %s found %s with no payment message: sending it",
+        charge.pk,
+        charge.order_id,
+        found,
+    )
+    try:
+        sent = _payment_message_send(charge=charge)
+    except Exception:
+        logger.exception("reconciliation: sending the payment message of order %s failed", charge.order_id)
+        return ReconcileOutcome.SEND_FAILED
+    state = sent.local_transaction_state
+    if state == LocalTransactionState.COMMIT:
+        return ReconcileOutcome.COMPLETED
+    if state == LocalTransactionState.ROLLBACK:
+        status = Charge.objects.filter(pk=charge.pk).values_list("status", flat=True).first()
+        return ReconcileOutcome.ABANDONED if status == Charge.Status.ABANDONED else ReconcileOutcome.RACED
+    return ReconcileOutcome.SENT_TO_CHECK_BACK
+
+
+def _charge_reconcile_move(charge: Charge, *, status: str, reason: str, reference: str = "") -> bool:
+    """PENDING -> ``status``, only while the charge is PENDING and still leased to this run."""
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": status, "reason": reason[:255], "updated_at": now}
+    if reference:
+        changes["reference"] = reference[:128]
+    moved = Charge.objects.filter(
+        pk=charge.pk, status=Charge.Status.PENDING, reconciled_at=charge.reconciled_at
+    ).update(**changes)
+    if moved:
+        logger.warning(
+            "reconciliation: charge %s of order %s PENDING -> %s (%s)",
+            charge.pk,
+            charge.order_id,
+            status,
+            reason,
+        )
+        charge.status, charge.reason, charge.updated_at = status, reason, now
+    return bool(moved)

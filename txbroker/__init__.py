@@ -29,9 +29,11 @@ __all__ = [
     "MessageView",
     "OutgoingMessage",
     "SendResult",
+    "StoredMessage",
     "TransactionProducer",
     "consumer",
     "message_trace",
+    "messages_with_key",
     "replay",
     "resume",
 ]
@@ -39,7 +41,7 @@ __all__ = [
 if TYPE_CHECKING:
     from txbroker.models import LocalTransactionState
     from txbroker.producer import TransactionProducer
-    from txbroker.types import ConsumedMessage, MessageView, OutgoingMessage, SendResult
+    from txbroker.types import ConsumedMessage, MessageView, OutgoingMessage, SendResult, StoredMessage
 
 
 def __getattr__(name: str) -> Any:
@@ -52,7 +54,7 @@ def __getattr__(name: str) -> Any:
         from txbroker.producer import TransactionProducer
 
         return TransactionProducer
-    if name in {"ConsumedMessage", "MessageView", "OutgoingMessage", "SendResult"}:
+    if name in {"ConsumedMessage", "MessageView", "OutgoingMessage", "SendResult", "StoredMessage"}:
         from txbroker import types
 
         return getattr(types, name)
@@ -60,6 +62,10 @@ def __getattr__(name: str) -> Any:
         from txbroker import operations
 
         return getattr(operations, name)
+    if name == "messages_with_key":
+        from txbroker.selectors import messages_with_key
+
+        return messages_with_key
     raise AttributeError(f"module 'txbroker' has no attribute {name!r}")
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.registry import registry
 from txbroker.transitions import broker_db
+from txbroker.types import StoredMessage
 
 State = Message.State
 Status = Delivery.Status
@@ -61,6 +62,20 @@ def message_ids_with_key(key: str, *, limit: int = 1000) -> list[str]:
         .order_by("-message_id")
         .values_list("message_id", flat=True)[:limit]
     )
+
+
+def messages_with_key(
+    key: str, *, producer_group: Optional[str] = None, limit: int = 100
+) -> list[StoredMessage]:
+    """The messages carrying business key ``key``, newest first, with their states.
+
+    How a producer learns what became of the messages it sent for one business object (for
+    instance before sending another one): served by the key index, at most ``limit``.
+    """
+    qs = messages().with_key(key)
+    if producer_group:
+        qs = qs.filter(producer_group=producer_group)
+    return [StoredMessage.of(m) for m in qs.order_by("-created_at", "-msg_id")[:limit]]
 
 
 def message_search_q(term: str) -> Q:

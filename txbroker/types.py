@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Optional
 
@@ -71,6 +71,18 @@ class ConsumedMessage(MessageView):
 
     consumer_group: str = ""
     reconsume_times: int = 0
+
+
+@dataclass(frozen=True)
+class StoredMessage(MessageView):
+    """A stored message and its state, as ``messages_with_key`` finds it."""
+
+    state: str = ""  # HALF, COMMITTED, ROLLED_BACK or DISCARDED
+
+    @classmethod
+    def of(cls, message: Message) -> StoredMessage:
+        view = MessageView.of(message)
+        return cls(**{f.name: getattr(view, f.name) for f in fields(MessageView)}, state=message.state)
 
 
 @dataclass(frozen=True)

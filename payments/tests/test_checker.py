@@ -163,6 +163,27 @@ def test_local_transaction_treats_a_duplicate_key_as_already_succeeded():
 
 
 @pytest.mark.django_db
+def test_a_second_message_of_a_recorded_charge_rolls_back_in_its_local_transaction_and_check():
+    """Reconciliation and a payment that outlasted its threshold both sent a message for
+    one charge: the one that did not record the payment is refused, so it is delivered once."""
+    order = OrderFactory()
+    charge = ChargeFactory(order_id=order.order_id, user=order.user)
+
+    assert (
+        payment_record_local_transaction(view(order.order_id, charge, "M1"), intent(order, charge)) == COMMIT
+    )
+    assert (
+        payment_record_local_transaction(view(order.order_id, charge, "M2"), intent(order, charge))
+        == ROLLBACK
+    )
+    assert payment_check_transaction(view(order.order_id, charge, "M2")) == ROLLBACK
+    assert payment_check_transaction(view(order.order_id, charge, "M1")) == COMMIT
+    assert PaymentRecord.objects.filter(order_id=order.order_id).count() == 1
+    charge.refresh_from_db()
+    assert charge.status == Charge.Status.RECORDED
+
+
+@pytest.mark.django_db
 def test_local_transaction_rolls_back_when_the_order_is_no_longer_payable():
     order = OrderFactory(status=Order.Status.CANCELLED)
     charge = ChargeFactory(order_id=order.order_id, user=order.user)

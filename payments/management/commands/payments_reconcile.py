@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import math
+
+from django.core.management.base import BaseCommand, CommandError
+
+from payments.services import ChargeReconcileReport, charge_reconcile_after, charge_reconcile_stale
+
+OLDER_THAN_INVALID = "--older-than must be a number of seconds >= 0, not {value!r}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Settle charges left PENDING or APPROVED by payments whose process died: ask the gateway, "
+        "then complete the payment or free the order (what the beat task does)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--older-than",
+            default=None,
+            help="seconds a charge must have been left unsettled (default PAYMENTS_CHARGE_RECONCILE_AFTER)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="ask the gateway and the broker, change nothing"
+        )
+
+    def handle(self, *args, older_than: str | None = None, dry_run: bool = False, **options) -> None:
+        if older_than is None:
+            seconds = charge_reconcile_after()
+        else:
+            try:
+                seconds = float(older_than)
+            except ValueError:
+                raise CommandError(OLDER_THAN_INVALID.format(value=older_than)) from None
+            if not math.isfinite(seconds) or seconds < 0:
+                raise CommandError(OLDER_THAN_INVALID.format(value=older_than))
+
+        batches = []
+
+        def progress(report: ChargeReconcileReport) -> None:
+            # Progress only on long work: from the second batch on.
+            batches.append(report.examined)
+            if len(batches) > 1:
+                self.stderr.write(f"  {report.examined} charge(s) examined...")
+
+        report = charge_reconcile_stale(older_than=seconds, dry_run=dry_run, progress=progress)
+        self.stdout.write(self.style.SUCCESS(report.summary()) if report.examined else report.summary())
