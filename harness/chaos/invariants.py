@@ -2,10 +2,12 @@
 
 Counted as ``lost``: an effect a successful payment should have and does not (order not
 PAID, no points record, no notification; a user's balance short of their records), and a
-payment the client was told succeeded (200/201) with no record. ``doubled``: an effect
+payment the client was told succeeded (200/201) with no record, a charge the gateway
+approved that is neither recorded nor marked for refund (ABANDONED). ``doubled``: an effect
 recorded more than once, an effect with no successful payment behind it, a balance above
 the user's records. ``stuck``: what is left unsettled: HALF messages, deliveries PENDING,
-RETRY or RUNNING, DEAD deliveries, DISCARDED messages the checker could have settled.
+RETRY or RUNNING, DEAD deliveries, DISCARDED messages the checker could have settled,
+charges still PENDING or APPROVED (a payment whose process died, not reconciled).
 Anything else wrong (wrong points, a message settled against its record, a declined
 payment with a record) is counted under ``other_violations``.
 """
@@ -114,9 +116,10 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
 
     if design == "txbroker":
         found["messages"], found["deliveries"] = _check_broker(records, lost, stuck, other, note)
+    found["charges_reconciled"] = _check_charges(records, lost, stuck, note)
 
     # Informational: the SMS provider's view (at-least-once: a crash between the provider's
-    # accept and the commit sends it again), and the gateway charges left to reconcile.
+    # accept and the commit sends it again), and the gateway charges by status.
     sent = Counter()
     if sms_path.exists():
         for line in sms_path.read_text(encoding="utf-8").splitlines():
@@ -158,6 +161,30 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
     found["other_violations"] = sum(other.values())
     found["violations"] = found["lost"] + found["doubled"] + found["stuck"] + found["other_violations"]
     return found
+
+
+def _check_charges(records, lost, stuck, note) -> dict[str, int]:
+    """Every charge settled once quiet: none left PENDING/APPROVED, and every charge the
+    (simulated, deterministic) gateway approved is RECORDED with its payment or ABANDONED
+    (to refund). Returns the final statuses of the charges reconciliation settled."""
+    from payments.models import Charge
+    from payments.services import CHARGE_RECONCILED
+
+    for pk, order_id, status in Charge.objects.unsettled().values_list("pk", "order_id", "status"):
+        note("charge_unsettled", stuck, f"charge {pk} ({order_id}) {status}")
+    approved_methods = {"sim_approve"}
+    for pk, order_id, status in (
+        Charge.objects.filter(payment_method__in=approved_methods)
+        .exclude(status__in=[*Charge.UNSETTLED, Charge.Status.RECORDED, Charge.Status.ABANDONED])
+        .values_list("pk", "order_id", "status")
+    ):
+        note("charge_approved_unaccounted", lost, f"charge {pk} ({order_id}) {status}")
+    for pk, order_id in Charge.objects.filter(status=Charge.Status.RECORDED).values_list("pk", "order_id"):
+        if order_id not in records:
+            note("charge_recorded_without_record", lost, f"charge {pk} ({order_id})")
+    return dict(
+        Counter(Charge.objects.filter(reason__startswith=CHARGE_RECONCILED).values_list("status", flat=True))
+    )
 
 
 def _check_broker(records, lost, stuck, other, note) -> tuple[dict, dict]:

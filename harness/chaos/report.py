@@ -75,6 +75,12 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     )
     rows.append(
         (
+            "charges settled by reconciliation",
+            [sum(reports[d].get("charges_reconciled", {}).values()) for d in designs],
+        )
+    )
+    rows.append(
+        (
             "messages settled by check-back",
             [_get(reports[d], ("messages", "settled_by_check_back")) for d in designs],
         )

@@ -25,6 +25,9 @@ DEFAULT_FAULTS = (
     "after_half_stored=0.05,after_local_transaction=0.05,handler_before_commit=0.1,"
     "handler_after_commit=0.05,handler_first_attempt_error=0.3"
 )
+# Charge reconciliation at the pace of the broker's short intervals: a charge left by a
+# killed web worker is settled about ten seconds later, within the clients' retries.
+FAST_RECONCILE_ENV = {"PAYMENTS_CHARGE_RECONCILE_AFTER": "10", "PAYMENTS_CHARGE_RECONCILE_INTERVAL": "2"}
 FAULT_LOG_LINE = re.compile(r"fault injected: (\w+), pid \d+ (?:exits now|raises)")
 # However long the backlog takes, a run never waits longer than this to settle.
 SETTLE_HARD_LIMIT = 900.0
@@ -51,13 +54,16 @@ class RunOptions:
 
 
 def settle_bound() -> float:
-    """Transaction timeout + a few check intervals + a claim timeout + every retry delay,
-    plus a minute for the backlog: past this, what is not settled is stuck."""
+    """Charge reconciliation (its threshold and two intervals) + transaction timeout + a few
+    check intervals + a claim timeout + every retry delay, plus a minute for the backlog:
+    past this, what is not settled is stuck."""
     from txbroker.conf import parse_duration, parse_durations
 
     env = FAST_BROKER_ENV
     return (
-        parse_duration(env["TXBROKER_TRANSACTION_TIMEOUT"])
+        float(FAST_RECONCILE_ENV["PAYMENTS_CHARGE_RECONCILE_AFTER"])
+        + 2 * float(FAST_RECONCILE_ENV["PAYMENTS_CHARGE_RECONCILE_INTERVAL"])
+        + parse_duration(env["TXBROKER_TRANSACTION_TIMEOUT"])
         + 3 * parse_duration(env["TXBROKER_CHECK_INTERVAL"])
         + parse_duration(env["TXBROKER_CLAIM_TIMEOUT"])
         + sum(parse_durations(env["TXBROKER_RETRY_DELAYS"]))
@@ -78,6 +84,7 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
     from django.db import connections
 
     from harness.load import users_create
+    from payments.schedule import ensure_periodic_tasks as ensure_payments_tasks
     from txbroker.schedule import ensure_periodic_tasks
 
     started = time.monotonic()
@@ -85,12 +92,17 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     call_command("migrate", verbosity=0, interactive=False)
     ensure_periodic_tasks(sync=True)
+    ensure_payments_tasks(sync=True)  # this process runs with FAST_RECONCILE_ENV (chaos command)
     users = users_create(count=options.users or max(4, options.payments // 20), prefix=f"chaos-{design}")
     connections.close_all()  # the injector terminates every connection to this database
 
     def env_with(faults: str) -> dict[str, str]:
         return service_env(
-            database_url=options.database_url, broker_url=options.redis_url, run_dir=run_dir, faults=faults
+            database_url=options.database_url,
+            broker_url=options.redis_url,
+            run_dir=run_dir,
+            faults=faults,
+            extra=FAST_RECONCILE_ENV,
         )
 
     cluster = Cluster(
@@ -180,6 +192,7 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
 
     from notifications.models import Notification
     from orders.models import Order
+    from payments.models import Charge
     from points.models import PointsRecord
     from txbroker.models import Delivery, Message
 
@@ -187,7 +200,14 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     if design == "txbroker":
         half = Message.objects.filter(state=Message.State.HALF).count()
         running = Delivery.objects.filter(status__in=[*Delivery.WAITING, Delivery.Status.RUNNING]).count()
-        return {"total": half + running, "half_messages": half, "open_deliveries": running}
+        # Charges a killed process left PENDING/APPROVED: reconciliation's work.
+        charges = Charge.objects.unsettled().count()
+        return {
+            "total": half + running + charges,
+            "half_messages": half,
+            "open_deliveries": running,
+            "unsettled_charges": charges,
+        }
     import redis
 
     client = redis.Redis.from_url(options.redis_url, socket_timeout=5)

@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from harness.chaos.injector import Schedule
 from harness.chaos.report import combined, table, write_json
-from harness.chaos.runner import DEFAULT_FAULTS, DESIGNS, RunOptions, run_design
+from harness.chaos.runner import DEFAULT_FAULTS, DESIGNS, FAST_RECONCILE_ENV, RunOptions, run_design
 from harness.procs import ROOT, RedisServer, database_drop, database_recreate, service_env
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/txbroker_chaos"
@@ -155,7 +155,9 @@ class Command(BaseCommand):
         ):
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
         argv += ["--database-url", database_url, "--redis-url", redis_url, "--run-dir", str(run_dir)]
-        env = service_env(database_url=database_url, broker_url=redis_url, run_dir=run_dir)
+        env = service_env(
+            database_url=database_url, broker_url=redis_url, run_dir=run_dir, extra=FAST_RECONCILE_ENV
+        )
         env["CHAOS_REDIS_WHOLE_SERVER"] = "1" if redis_server is not None else "0"
         try:
             result = subprocess.run(argv, cwd=ROOT, env=env, check=False)
@@ -212,4 +214,5 @@ class Command(BaseCommand):
                 )
             },
             "broker": FAST_BROKER_ENV,
+            "reconciliation": FAST_RECONCILE_ENV,
         }
