@@ -29,7 +29,8 @@ class PaymentRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(Charge)
 class ChargeAdmin(ReadOnlyAdmin):
-    """ABANDONED charges were approved by the gateway but never recorded: refund them."""
+    """ABANDONED charges were approved by the gateway but never recorded: refund them. A
+    reason starting "reconciled:" is a move made by charge reconciliation."""
 
     list_display = [
         "id",
@@ -41,6 +42,7 @@ class ChargeAdmin(ReadOnlyAdmin):
         "reference",
         "reason",
         "created_at",
+        "reconciled_at",
     ]
     list_filter = ["status", "payment_method"]
     search_fields = ["order_id", "reference", "user__username"]
