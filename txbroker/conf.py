@@ -120,6 +120,9 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_CLAIM_TIMEOUT": Setting(60.0, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
+    # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the
+    # portable ORM path, for comparison or for a PostgreSQL look-alike that lacks them.
+    "TXBROKER_FASTPATH": Setting(True, _bool),
     # At most one delivery wake-up waiting in a Redis queue (see txbroker.wakeup).
     "TXBROKER_WAKEUP_COALESCE": Setting(True, _bool),
     # Seconds after which a queued wake-up that never started stops suppressing new ones.

@@ -25,11 +25,12 @@ from typing import Any, Optional
 from django.db import connections
 from django.db.models import AutoField, BigAutoField, Model
 
+from txbroker.conf import txsettings
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 
 
 def enabled(db: str) -> bool:
-    return connections[db].vendor == "postgresql"
+    return connections[db].vendor == "postgresql" and txsettings.FASTPATH
 
 
 def _fields(model: type[Model]) -> list:

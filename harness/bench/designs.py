@@ -40,7 +40,12 @@ from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 
 DESIGNS = ("raw", "naive", "txbroker")
-OPTIONAL_DESIGNS = ("product",)
+OPTIONAL_DESIGNS = ("product", "txbroker_orm")
+# Environment of a design's processes: txbroker_orm is txbroker with this work's hot-path
+# levers off (the ORM's statements, a wake-up per commit), for before/after figures.
+DESIGN_ENV: dict[str, dict[str, str]] = {
+    "txbroker_orm": {"TXBROKER_FASTPATH": "0", "TXBROKER_WAKEUP_COALESCE": "0"},
+}
 AMOUNT = Decimal("99.90")
 USER_PREFIX = "bench-user-"
 
@@ -135,6 +140,7 @@ PAY: dict[str, Callable] = {
     "raw": pay_raw,
     "naive": pay_naive,
     "txbroker": pay_txbroker,
+    "txbroker_orm": pay_txbroker,
     "product": pay_product,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import resource
 import shutil
 import time
@@ -20,7 +21,15 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections
 
 from harness.bench import counting
-from harness.bench.designs import GROUPS, PAY, consumed_counts, consumption_times, orders_create, tables_reset
+from harness.bench.designs import (
+    DESIGN_ENV,
+    GROUPS,
+    PAY,
+    consumed_counts,
+    consumption_times,
+    orders_create,
+    tables_reset,
+)
 from harness.bench.processes import BackendCpu, Worker, child_env, named_cpu_seconds, tree_cpu_seconds
 
 NULL_SMS_BACKEND = "harness.bench.backends.NullSmsBackend"
@@ -61,6 +70,7 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
 # --- producers (forked children) ------------------------------------------------------------
 def _produce(design: str, rows: list, rate: Optional[float], start_at: float, queue) -> None:
     try:
+        os.environ.update(DESIGN_ENV.get(design, {}))
         settings.NOTIFICATIONS_SMS_BACKEND = NULL_SMS_BACKEND
         users = get_user_model().objects.in_bulk({user_id for _, user_id, _ in rows})
         pay = PAY[design]
@@ -146,7 +156,7 @@ def run_design(
 
     worker = None
     if design != "raw":
-        env = child_env(**{counting.COUNT_DIR_ENV: str(count_dir)})
+        env = child_env(**{counting.COUNT_DIR_ENV: str(count_dir)}, **DESIGN_ENV.get(design, {}))
         worker = Worker(cfg.work_dir, concurrency=cfg.workers, env=env, name=label)
         worker.wait_ready()
     try:
