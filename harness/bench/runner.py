@@ -178,7 +178,15 @@ def run_design(
         producers = [
             context.Process(
                 target=_produce,
-                args=(design, rows[i :: cfg.concurrency], per_producer_rate, start_at, queue),
+                # At a set rate the producers take turns (arrivals evenly spaced), not bursts
+                # of one payment from each at the same instant.
+                args=(
+                    design,
+                    rows[i :: cfg.concurrency],
+                    per_producer_rate,
+                    start_at + (i / cfg.rate if cfg.rate else 0.0),
+                    queue,
+                ),
                 daemon=True,
             )
             for i in range(cfg.concurrency)
