@@ -5,7 +5,6 @@ a producer to its consumers. No PostgreSQL, no Redis."""
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.procs import free_port
 from txbroker.tests.processes import FAST_BROKER_ENV, ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def embedded_env(var_dir: Path, port: int) -> dict[str, str]:
