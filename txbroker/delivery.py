@@ -284,17 +284,8 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
                 if delivery.attempts == 1:
                     fault_error("handler_first_attempt_error")
                 consumer.handler(
-                    ConsumedMessage(
-                        msg_id=message.msg_id,
-                        topic=message.topic,
-                        tag=message.tag,
-                        keys=tuple(message.keys),
-                        body=message.body,
-                        properties=dict(message.properties),
-                        producer_group=message.producer_group,
-                        created_at=message.created_at,
-                        consumer_group=delivery.consumer_group,
-                        reconsume_times=delivery.attempts - 1,
+                    ConsumedMessage.of(
+                        message, consumer_group=delivery.consumer_group, reconsume_times=delivery.attempts - 1
                     )
                 )
                 fault_point("handler_before_commit")
@@ -408,41 +399,18 @@ def _mark_failed(
 def replay(msg_id: str, *, group: Optional[str] = None, force: bool = False, actor: str = "") -> int:
     """Make a message's deliveries due now: DEAD and RETRY ones, SUCCEEDED ones only with
     ``force``. The attempt count (the history) is kept. Returns how many were replayed."""
-    db = broker_db()
     statuses = [Status.DEAD, Status.RETRY] + ([Status.SUCCEEDED] if force else [])
-    now = timezone.now()
-    with transaction.atomic(using=db):
-        rows = Delivery.objects.using(db).filter(message_id=msg_id, status__in=statuses)
-        if group is not None:
-            rows = rows.filter(consumer_group=group)
-        picked = list(rows.select_for_update().values_list("pk", "consumer_group", "status"))
-        if not picked:
-            return 0
-        Delivery.objects.using(db).filter(pk__in=[p[0] for p in picked], status__in=statuses).update(
-            status=Status.PENDING, next_attempt_at=now, updated_at=now, claim_token="", claimed_until=None
-        )
-        trace_many(
-            TraceEvent(
-                message_id=msg_id,
-                event=Event.REPLAY,
-                consumer_group=grp,
-                actor=actor,
-                detail=f"{status} -> PENDING{' (forced)' if status == Status.SUCCEEDED else ''}",
-            )
-            for _, grp, status in picked
-        )
-        from txbroker.transitions import wake_deliveries
-
-        transaction.on_commit(wake_deliveries, using=db)
-    return len(picked)
+    rows = Delivery.objects.using(broker_db()).filter(message_id=msg_id, status__in=statuses)
+    if group is not None:
+        rows = rows.filter(consumer_group=group)
+    return replay_many(rows.values_list("pk", flat=True), statuses=statuses, actor=actor)
 
 
 def replay_many(
     delivery_ids: Iterable[int], *, statuses: Iterable[str] = (Status.DEAD,), actor: str = ""
 ) -> int:
     """Make the given deliveries due now if they are still in one of ``statuses`` (DEAD by
-    default): the bulk form of :func:`replay` (one transaction, one wake-up). Returns how
-    many were replayed."""
+    default), in one transaction with one wake-up. Returns how many were replayed."""
     db = broker_db()
     statuses = list(statuses)
     now = timezone.now()

@@ -46,7 +46,8 @@ class MessageView:
     check_times: int = 0
 
     @classmethod
-    def of(cls, message: Message) -> MessageView:
+    def of(cls, message: Message, **extra: Any) -> MessageView:
+        """The view of a stored message (``extra``: a subclass's own fields)."""
         return cls(
             msg_id=message.msg_id,
             topic=message.topic,
@@ -57,6 +58,7 @@ class MessageView:
             producer_group=message.producer_group,
             created_at=message.created_at,
             check_times=message.check_times,
+            **extra,
         )
 
     @property
