@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
+import txbroker
 from txbroker import LocalTransactionState, OutgoingMessage, operations
 from txbroker.exceptions import ConfigurationError, InvalidTransition, MessageNotFound
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
@@ -40,6 +41,12 @@ def test_commit_stores_half_first_then_commits_with_one_delivery_per_subscribed_
     assert message.resolved_at is not None and message.next_check_at is None
     assert message.keys == ["order-1"] and message.producer_group == "test_producer_group"
     assert events(result.msg_id) == ["HALF_STORED", "LOCAL_TRANSACTION", "COMMITTED"]
+    trace = txbroker.message_trace(result.msg_id)  # the public way to read it
+    assert [(e.event, e.detail.split(";")[0]) for e in trace] == [
+        ("HALF_STORED", "producer group test_producer_group"),
+        ("LOCAL_TRANSACTION", "COMMIT"),
+        ("COMMITTED", "by producer"),
+    ]
     assert deliveries(result.msg_id) == {
         "test_all_group": "PENDING",
         "test_pay_group": "PENDING",
