@@ -62,7 +62,8 @@ chaos: $(VENV)/.dev
 # database and Redis db. Figures to var/bench/report.json, latency plot to var/bench/.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker_bench
 BENCH_BROKER_URL ?= redis://127.0.0.1:6379/12
-BENCH_ARGS ?= --payments 2000 --concurrency 2 --workers 2 --json var/bench/report.json --plot var/bench/latency.png
+BENCH_ARGS ?= --payments 2000 --concurrency 3 --workers 4 --repeat 2 --designs raw,naive,txbroker,txbroker_orm \
+	--json var/bench/report.json --plot var/bench/latency.png
 BENCH_ENV = DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness DJANGO_VAR_DIR=var/bench \
 	DATABASE_URL=$(BENCH_DATABASE_URL) CELERY_BROKER_URL=$(BENCH_BROKER_URL)
 bench-db: $(VENV)/.dev

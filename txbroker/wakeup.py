@@ -30,19 +30,20 @@ logger = logging.getLogger("txbroker")
 PENDING_KEY = "txbroker:deliver:pending"
 
 _client: Optional[Any] = None
-_client_pid: Optional[int] = None
+_client_for: Optional[tuple[int, str]] = None
 
 
 def _redis() -> Optional[Any]:
-    global _client, _client_pid
+    global _client, _client_for
     url = str(getattr(settings, "CELERY_BROKER_URL", ""))
     if not txsettings.WAKEUP_COALESCE or not url.startswith(("redis://", "rediss://")):
         return None
-    if _client is None or _client_pid != os.getpid():
+    # One client per process and broker (a forked child, or a test that moves the broker).
+    if _client is None or _client_for != (os.getpid(), url):
         import redis
 
         _client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-        _client_pid = os.getpid()
+        _client_for = (os.getpid(), url)
     return _client
 
 

@@ -9,6 +9,7 @@ transactions per payment and CPU time. ``make bench`` runs it on PostgreSQL + Re
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,21 @@ def bench_database_allowed() -> bool:
     name = str(connection.settings_dict["NAME"])
     base = Path(name).name if connection.vendor == "sqlite" else name
     return "bench" in name or base.startswith("test")
+
+
+def _use_broker(url: str) -> None:
+    """Point this process's Celery (and txbroker's wake-up marks) at ``url``, dropping any
+    connection pool made for the previous broker."""
+    from celery import current_app
+
+    settings.CELERY_BROKER_URL = url
+    # Celery reads the variable before its configuration (celery.app.utils.Settings).
+    os.environ["CELERY_BROKER_URL"] = url
+    current_app.conf.broker_url = url
+    if current_app._pool is not None:
+        current_app._pool.force_close_all()
+        current_app._pool = None
+    current_app.amqp._producer_pool = None
 
 
 class Command(BaseCommand):
@@ -65,6 +81,12 @@ class Command(BaseCommand):
             "--memory", action="store_true", help="instead: worker RSS over --deliveries deliveries"
         )
         parser.add_argument("--deliveries", type=int, default=100_000)
+        parser.add_argument(
+            "--shared-redis",
+            action="store_true",
+            help="use CELERY_BROKER_URL as it is (default with Redis: a private redis-server, so "
+            "that no other worker on the same Redis takes the bench's tasks)",
+        )
 
     def handle(self, *args, **options) -> None:
         if not bench_database_allowed():
@@ -77,10 +99,39 @@ class Command(BaseCommand):
             raise CommandError("--payments, --concurrency, --workers and --repeat must be at least 1")
         work_dir = Path(options["work_dir"] or tempfile.mkdtemp(prefix="txbroker-bench-"))
         work_dir.mkdir(parents=True, exist_ok=True)
-        if options["history"]:
-            return self.history(options)
-        if options["memory"]:
-            return self.memory(options, work_dir)
+        private = None
+        if settings.CELERY_BROKER_URL.startswith("redis") and not options["shared_redis"]:
+            private = self.private_redis(work_dir)
+        try:
+            if options["history"]:
+                return self.history(options)
+            if options["memory"]:
+                return self.memory(options, work_dir)
+            return self.compare(options, work_dir, designs)
+        finally:
+            if private is not None:
+                private.stop()
+
+    def private_redis(self, work_dir: Path):
+        """A redis-server of the bench's own (harness.procs), made this process's broker and
+        its children's (they get ``settings.CELERY_BROKER_URL`` in their environment) until
+        the returned server is stopped."""
+        from harness.procs import RedisServer
+
+        server = RedisServer(work_dir)
+        previous = settings.CELERY_BROKER_URL
+        _use_broker(server.url)
+        self.stdout.write(f"private redis-server at {server.url}")
+        stop = server.stop
+
+        def stop_and_restore() -> None:
+            _use_broker(previous)
+            stop()
+
+        server.stop = stop_and_restore
+        return server
+
+    def compare(self, options, work_dir: Path, designs: list[str]) -> None:
         cfg = RunConfig(
             payments=options["payments"],
             concurrency=options["concurrency"],
