@@ -179,24 +179,31 @@ def start_gunicorn(
     return proc
 
 
-def start_worker(
-    log_dir: Path, env: dict[str, str], *, name: str = "worker", concurrency: int = 2, queues: str = ""
-) -> Proc:
-    argv = [
+def worker_argv(
+    *, name: str, concurrency: int, loglevel: str = "WARNING", extra: tuple[str, ...] = ()
+) -> list[str]:
+    """``celery -A config worker`` with a prefork pool, as every harness and test starts it."""
+    return [
         sys.executable,
         "-m",
         "celery",
         "-A",
         "config",
         "worker",
-        "--loglevel=WARNING",
+        f"--loglevel={loglevel}",
         "--pool=prefork",
         f"--concurrency={concurrency}",
         "--without-mingle",
         "--without-gossip",
         f"--hostname={name}-{os.getpid()}@%h",
-        *([f"--queues={queues}"] if queues else []),
+        *extra,
     ]
+
+
+def start_worker(
+    log_dir: Path, env: dict[str, str], *, name: str = "worker", concurrency: int = 2, queues: str = ""
+) -> Proc:
+    argv = worker_argv(name=name, concurrency=concurrency, extra=(f"--queues={queues}",) if queues else ())
     proc = Proc(name, argv, env, log_dir)
     # With --loglevel=WARNING "ready." is not printed: wait for the pool instead.
     wait_until(

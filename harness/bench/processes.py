@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from harness.bench.hooks import READY_ENV
+from harness.procs import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,21 +126,7 @@ class Worker:
         self.ready_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.ready_dir.iterdir():
             stale.unlink()
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel=WARNING",
-            "--pool=prefork",
-            f"--concurrency={concurrency}",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-            f"--hostname={name}-{os.getpid()}@%h",
-        ]
+        argv = worker_argv(name=name, concurrency=concurrency, extra=("--without-heartbeat",))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv,

@@ -14,7 +14,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.db import connection
 
-from harness.procs import Proc, wait_until
+from harness.procs import Proc, wait_until, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,23 +62,9 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(
-    log_dir: Path, name: str = "worker", concurrency: int = 2, pool: str = "prefork", **env: str
-) -> Proc:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "--loglevel=INFO",
-        f"--pool={pool}",
-        f"--concurrency={concurrency}",
-        "--without-mingle",
-        "--without-gossip",
-        f"--hostname={name}-{os.getpid()}@%h",
-    ]
+def start_worker(log_dir: Path, name: str = "worker", concurrency: int = 2, **env: str) -> Proc:
+    # INFO: the test waits for Celery's "ready." line.
+    argv = worker_argv(name=name, concurrency=concurrency, loglevel="INFO")
     proc = Proc(name, argv, child_env(**env), log_dir)
     wait_for(
         lambda: "ready." in proc.log() or proc.popen.poll() is not None, timeout=60, what=f"{name} ready"
