@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DJANGO_VAR_DIR", BASE_DIR / "var"))
@@ -32,12 +31,12 @@ def env_list(name: str, default: str = "") -> list[str]:
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
-            "(for local use: DJANGO_DEBUG=1, which `make run` sets)."
-        )
+# No default key outside DEBUG. The key is required where it is used: serving refuses to
+# start (config/serving.py, called by wsgi.py and asgi.py), `check --deploy` fails, and
+# Django refuses to sign anything with an empty key. Offline commands (migrate,
+# makemigrations) and Celery workers, which sign nothing, run without it.
+SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
+if not SECRET_KEY and DEBUG:
     SECRET_KEY = "django-insecure-local-development-only"
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")

@@ -39,9 +39,22 @@ def test_check_deploy_reports_nothing_with_production_environment_variables():
 
 def test_the_secret_key_is_required_when_debug_is_off():
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
-    result = manage("check", **env)
+    result = manage("check", "--deploy", **env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+    # The web server refuses to start.
+    child = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")} | env
+    served = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi"], cwd=ROOT, env=child, capture_output=True, text=True
+    )
+    assert served.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in served.stderr
+
+
+def test_offline_commands_run_without_a_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    result = manage("makemigrations", "--check", "--dry-run", **env)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_debug_runs_without_a_secret_key_for_local_use():
