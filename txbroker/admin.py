@@ -233,16 +233,8 @@ class ForceForm(forms.Form):
 
 
 # --- inlines ---------------------------------------------------------------------------------
-class DeliveryInline(admin.TabularInline):
-    model = Delivery
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = False
-    fields = ["consumer_group", "status_badge", "attempts", "next_attempt_at", "succeeded_at", "error"]
-    readonly_fields = fields
-    ordering = ["consumer_group"]
-    verbose_name_plural = "deliveries (one per subscribed consumer group)"
+class ReadOnlyAdmin:
+    """Broker rows change only through ``operations.py``: never added, edited or deleted here."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -252,6 +244,28 @@ class DeliveryInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class MessageViewerPages:
+    """Pages about messages (dead letters, dashboard): for whoever may view messages."""
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_PERMISSION) or super().has_view_permission(request, obj)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+
+class DeliveryInline(ReadOnlyAdmin, admin.TabularInline):
+    model = Delivery
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    fields = ["consumer_group", "status_badge", "attempts", "next_attempt_at", "succeeded_at", "error"]
+    readonly_fields = fields
+    ordering = ["consumer_group"]
+    verbose_name_plural = "deliveries (one per subscribed consumer group)"
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm(VIEW_PERMISSION)
@@ -267,7 +281,7 @@ class DeliveryInline(admin.TabularInline):
 
 # --- messages --------------------------------------------------------------------------------
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = [
         "msg_id_link",
         "topic",
@@ -333,15 +347,7 @@ class MessageAdmin(admin.ModelAdmin):
         "trace_timeline",
     ]
 
-    # --- permissions: read-only, actions by their own permission ---
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # --- permissions: read-only (ReadOnlyAdmin), actions by their own permission ---
 
     def has_replay_permission(self, request) -> bool:
         return request.user.has_perm(REPLAY_PERMISSION)
@@ -699,7 +705,7 @@ def _offset(delta: timedelta) -> str:
 
 # --- dead letters ----------------------------------------------------------------------------
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
     """The dead-letter queue of every consumer group: what failed, why, and replay."""
 
     list_display = ["message_link", "consumer_group", "topic", "keys", "attempts", "died_at", "error"]
@@ -713,21 +719,6 @@ class DeadLetterAdmin(admin.ModelAdmin):
     paginator = CheapCountPaginator
     actions = ["replay_selected"]
     change_list_template = "admin/txbroker/deadletter/change_list.html"
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_PERMISSION) or super().has_view_permission(request, obj)
-
-    def has_module_permission(self, request):
-        return self.has_view_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_replay_permission(self, request) -> bool:
         return request.user.has_perm(REPLAY_PERMISSION)
@@ -855,23 +846,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 # --- dashboard -------------------------------------------------------------------------------
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
     """Pictures of the broker's state, drawn as SVG on the server (works offline)."""
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_PERMISSION) or super().has_view_permission(request, obj)
-
-    def has_module_permission(self, request):
-        return self.has_view_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         return [
