@@ -1,4 +1,8 @@
-"""The charge reconciliation periodic task, in django-celery-beat's tables."""
+"""The charge reconciliation periodic task, in django-celery-beat's tables.
+
+No expiry: Celery makes it an absolute time by beat's clock, and a worker whose clock runs
+ahead would discard every run (txbroker.schedule says more).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,6 @@ def ensure_periodic_tasks(*, sync: bool = False, using: str = "default") -> list
                 name=RECONCILE_TASK_NAME,
                 task="payments.charge_reconcile",
                 interval=schedule,
-                expire_seconds=every * 2,
                 description="Created by the payments app: settles charges left PENDING/APPROVED "
                 "by a payment whose process died. Edit the interval here; "
                 "PAYMENTS_CHARGE_RECONCILE_INTERVAL applies when the task is created.",
@@ -33,8 +36,11 @@ def ensure_periodic_tasks(*, sync: bool = False, using: str = "default") -> list
             return [f"created {RECONCILE_TASK_NAME} every {every}s"]
         if sync and (existing.interval_id != schedule.pk or not existing.enabled):
             existing.interval = schedule
-            existing.expire_seconds = every * 2
+            existing.expire_seconds = None
             existing.enabled = True
             existing.save()
             return [f"synced {RECONCILE_TASK_NAME} to every {every}s"]
+        if existing.expire_seconds is not None or existing.expires is not None:
+            PeriodicTask.objects.using(using).filter(pk=existing.pk).update(expire_seconds=None, expires=None)
+            return [f"removed the expiry of {RECONCILE_TASK_NAME}"]
     return []

@@ -1,4 +1,10 @@
-"""The check-back and sweep periodic tasks, in django-celery-beat's tables."""
+"""The check-back and sweep periodic tasks, in django-celery-beat's tables.
+
+They carry no expiry: Celery turns an expiry into an absolute time by the clock of the
+host that publishes the task (beat), and a worker whose clock runs ahead would discard
+every one of them as expired, so that nothing would be swept or checked. A backlog of
+them after an outage costs one cheap query each.
+"""
 
 from __future__ import annotations
 
@@ -33,15 +39,20 @@ def ensure_periodic_tasks(*, sync: bool = False, using: str = "default") -> list
                     name=name,
                     task=task,
                     interval=schedule,
-                    expire_seconds=every * 2,
                     description="Created by txbroker; edit the interval here or set the "
                     "TXBROKER_* setting and run `manage.py txbroker_schedule --sync`.",
                 )
                 done.append(f"created {name} every {every}s")
             elif sync and (existing.interval_id != schedule.pk or not existing.enabled):
                 existing.interval = schedule
-                existing.expire_seconds = every * 2
+                existing.expire_seconds = None
                 existing.enabled = True
                 existing.save()
                 done.append(f"synced {name} to every {every}s")
+            elif existing.expire_seconds is not None or existing.expires is not None:
+                # Created with an expiry by an earlier version: see the module doc.
+                PeriodicTask.objects.using(using).filter(pk=existing.pk).update(
+                    expire_seconds=None, expires=None
+                )
+                done.append(f"removed the expiry of {name}")
     return done
