@@ -118,6 +118,56 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 TXBROKER_DATABASE_URL = os.environ.get("TXBROKER_DATABASE_URL")
 if TXBROKER_DATABASE_URL:
     DATABASES["txbroker"] = dj_database_url.parse(TXBROKER_DATABASE_URL, conn_health_checks=True)
+
+
+def env_seconds(name: str, default: float) -> float:
+    value = float(os.environ.get(name, default))
+    if value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return value
+
+
+# Bounded waits on PostgreSQL, for every connection of web, worker and beat: a process that
+# freezes (SIGSTOP, a paused VM or container) or dies while its session holds a transaction
+# loses that session after DATABASE_IDLE_IN_TRANSACTION_TIMEOUT, and with it its locks; no
+# statement runs longer than DATABASE_STATEMENT_TIMEOUT, no lock wait lasts longer than
+# DATABASE_LOCK_TIMEOUT; TCP keepalives and client_connection_check_interval let the
+# server notice a client host that vanished. 0 disables one. Startup options: behind
+# pgbouncer (transaction pooling) set them on the database role instead
+# (ALTER ROLE ... SET ...), since pgbouncer refuses unknown startup parameters.
+DATABASE_STATEMENT_TIMEOUT = env_seconds("DATABASE_STATEMENT_TIMEOUT", 30)
+DATABASE_LOCK_TIMEOUT = env_seconds("DATABASE_LOCK_TIMEOUT", 10)
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT = env_seconds("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", 20)
+DATABASE_KEEPALIVES_IDLE = env_seconds("DATABASE_KEEPALIVES_IDLE", 10)
+DATABASE_CLIENT_CHECK_INTERVAL = env_seconds("DATABASE_CLIENT_CHECK_INTERVAL", 5)
+DATABASE_CONNECT_TIMEOUT = env_seconds("DATABASE_CONNECT_TIMEOUT", 5)
+
+
+def postgresql_bounds() -> dict[str, object]:
+    """libpq connection parameters applying the bounds above."""
+    server = {
+        "statement_timeout": DATABASE_STATEMENT_TIMEOUT,
+        "lock_timeout": DATABASE_LOCK_TIMEOUT,
+        "idle_in_transaction_session_timeout": DATABASE_IDLE_IN_TRANSACTION_TIMEOUT,
+        "client_connection_check_interval": DATABASE_CLIENT_CHECK_INTERVAL,
+    }
+    options = " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in server.items())
+    keepalive = max(1, round(DATABASE_KEEPALIVES_IDLE))
+    options += f" -c tcp_keepalives_idle={keepalive} -c tcp_keepalives_interval={keepalive}"
+    return {
+        "options": options,
+        "connect_timeout": max(1, round(DATABASE_CONNECT_TIMEOUT)),
+        # The client side: a server host that vanished is noticed as quickly.
+        "keepalives": 1,
+        "keepalives_idle": keepalive,
+        "keepalives_interval": keepalive,
+        "keepalives_count": 3,
+    }
+
+
+for _database in DATABASES.values():
+    if _database["ENGINE"] == "django.db.backends.postgresql":
+        _database.setdefault("OPTIONS", {}).update(postgresql_bounds())
 DATABASE_ROUTERS = ["txbroker.routers.TxBrokerRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
