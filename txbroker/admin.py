@@ -28,7 +28,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from txbroker import charts, operations, selectors
+from txbroker import charts, dbtime, operations, selectors
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.models import Dashboard, DeadLetter, Delivery, Message, TraceEvent
 from txbroker.transitions import broker_db
@@ -867,7 +867,7 @@ class DashboardAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
 
 
 def dashboard_context(now=None) -> dict[str, Any]:
-    now = now or timezone.now()
+    now = now or dbtime.read(broker_db())
     data = selectors.stats(now=now)
     flow = selectors.throughput(now=now)
     groups = data["deliveries"]

@@ -107,6 +107,11 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_CHECK_MAX": Setting(15, _positive_int),
     # HALF messages claimed per batch of a check pass.
     "TXBROKER_CHECK_BATCH_SIZE": Setting(100, _positive_int),
+    # Seconds one checker call may take (its lock waits and statements included); an
+    # overrun is an UNKNOWN answer for that message only.
+    "TXBROKER_CHECK_TIMEOUT": Setting(5.0, _non_negative_float),
+    # Seconds one check pass keeps checking before it stops cleanly (the next pass goes on).
+    "TXBROKER_CHECK_PASS_BUDGET": Setting(60.0, _non_negative_float),
     # Retries after the first attempt before a delivery is DEAD.
     "TXBROKER_MAX_RECONSUME_TIMES": Setting(16, lambda v: int(v)),
     # Delay before retry k (the last one repeats).
@@ -115,9 +120,12 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_SWEEP_INTERVAL": Setting(5.0, _non_negative_float),
     # Deliveries claimed per batch by one delivery task.
     "TXBROKER_BATCH_SIZE": Setting(50, _positive_int),
-    # Seconds a claimed (RUNNING) delivery may wait before the sweep takes it back; a
-    # delivery whose handler is running holds its row lock and is never taken back.
-    "TXBROKER_CLAIM_TIMEOUT": Setting(60.0, _non_negative_float),
+    # Seconds a claim lasts: a claimed delivery not started by then, or whose handler
+    # started that long ago and whose worker no longer holds its row lock (it died, or froze
+    # and PostgreSQL ended its session), is taken back by the sweep.
+    "TXBROKER_CLAIM_TIMEOUT": Setting(30.0, _non_negative_float),
+    # Seconds one handler call may take; an overrun is a failed attempt (retried).
+    "TXBROKER_HANDLER_TIMEOUT": Setting(20.0, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
     # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the

@@ -7,14 +7,22 @@ command; when unset, :func:`fault_point` is one dictionary lookup.
 One point raises instead of killing: ``handler_first_attempt_error`` makes a handler's
 first attempt fail with :class:`InjectedFault` (the delivery is retried), as a handler
 whose dependency has a blip would (see :func:`fault_error`).
+
+Two points model bad messages and slow dependencies rather than crashes:
+``poison_message`` picks that share of messages (by their id, so the same ones every
+time, in every process: :func:`is_poison`) whose handler kills its worker on every
+attempt; ``checker_block`` makes that share of checker calls block for a minute, as a
+checker waiting on a dead dependency would (:func:`fault_block`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import sys
+import time
 
 logger = logging.getLogger("txbroker.faults")
 
@@ -29,7 +37,19 @@ FAULT_POINTS = (
     "handler_after_commit",
     # a handler's first attempt raises InjectedFault before the handler runs (not a kill)
     "handler_first_attempt_error",
+    # that share of messages kills the worker in every attempt of every handler (poison)
+    "poison_message",
+    # a checker call blocks for a minute before it answers (a slow dependency)
+    "checker_block",
 )
+# What each point does when it fires (the start-up warning says so); the rest kill.
+EFFECTS = {
+    "handler_first_attempt_error": "raises InjectedFault",
+    "poison_message": "kills itself in every handler of that share of messages",
+    "checker_block": "blocks a checker call for a minute",
+}
+# How long checker_block blocks (the check's time limit interrupts it first).
+BLOCK_SECONDS = 60.0
 
 
 class InjectedFault(Exception):
@@ -47,10 +67,12 @@ def active_faults() -> dict[str, float]:
         _active = txsettings.FAULTS
         if _active:
             logger.warning(
-                "TXBROKER_FAULTS is set: this process (pid %s) WILL KILL ITSELF at random "
-                "at %s. Never set it in production.",
+                "TXBROKER_FAULTS is set: this process (pid %s) %s. Never set it in production.",
                 os.getpid(),
-                ", ".join(f"{k}={v}" for k, v in _active.items()),
+                "; ".join(
+                    f"{EFFECTS.get(name, 'kills itself')} at {name}={probability}"
+                    for name, probability in _active.items()
+                ),
             )
     return _active
 
@@ -76,3 +98,28 @@ def fault_error(name: str) -> None:
     if probability and random.random() < probability:
         logger.warning("fault injected: %s, pid %s raises", name, os.getpid())
         raise InjectedFault(f"fault injected: {name} (TXBROKER_FAULTS)")
+
+
+def is_poison(msg_id: str, probability: float | None = None) -> bool:
+    """Whether ``poison_message`` picks this message: the same answer in every process."""
+    share = active_faults().get("poison_message", 0.0) if probability is None else probability
+    if not share:
+        return False
+    digest = int.from_bytes(hashlib.sha256(msg_id.encode()).digest()[:8], "big")
+    return digest / 2**64 < share
+
+
+def poison_point(msg_id: str) -> None:
+    """A poison message's handler kills its worker, every attempt (exit 137)."""
+    if is_poison(msg_id):
+        logger.critical("fault injected: poison_message %s, pid %s exits now", msg_id, os.getpid())
+        sys.stderr.flush()
+        os._exit(137)
+
+
+def fault_block(name: str) -> None:
+    """With the configured probability of ``name``, block for a minute."""
+    probability = active_faults().get(name)
+    if probability and random.random() < probability:
+        logger.warning("fault injected: %s, pid %s blocks for %gs", name, os.getpid(), BLOCK_SECONDS)
+        time.sleep(BLOCK_SECONDS)

@@ -27,7 +27,6 @@ from typing import Optional
 
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -99,15 +98,24 @@ def observe_delivery(
     status: str,
     elapsed_ms: float,
     committed_at: Optional[datetime] = None,
+    succeeded_at: Optional[datetime] = None,
 ) -> None:
     """Count one finished delivery attempt, its handler's time and, when it succeeded, the
-    time since the message's commit."""
+    time from the message's commit to its consumption (both database times)."""
     try:
         DELIVERY_ATTEMPTS.labels(consumer_group, status).inc()
         HANDLER_DURATION.labels(consumer_group).observe(elapsed_ms / 1000)
-        if status == "SUCCEEDED" and committed_at is not None:
-            latency = (timezone.now() - committed_at).total_seconds()
+        if status == "SUCCEEDED" and committed_at is not None and succeeded_at is not None:
+            latency = (succeeded_at - committed_at).total_seconds()
             COMMIT_TO_CONSUMED.labels(consumer_group).observe(max(latency, 0.0))
+    except Exception:  # metrics never break the broker
+        logger.warning("could not record delivery metrics", exc_info=True)
+
+
+def observe_worker_lost(consumer_group: str, status: str) -> None:
+    """Count an attempt whose worker died or froze during the handler (taken back)."""
+    try:
+        DELIVERY_ATTEMPTS.labels(consumer_group, status).inc()
     except Exception:  # metrics never break the broker
         logger.warning("could not record delivery metrics", exc_info=True)
 

@@ -2,13 +2,15 @@
 
 State moves are never written here as ``save()`` calls: each is one conditional UPDATE in
 the module that owns it (``transitions.py`` for messages, ``delivery.py`` for deliveries).
+Every time that is compared (due, claim and check times) is the database's clock
+(``txbroker.dbtime``): the columns default to it and the querysets compare with it.
 """
 
 from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from txbroker.ids import new_msg_id
 
@@ -23,9 +25,10 @@ class MessageQuerySet(models.QuerySet):
     def half(self) -> MessageQuerySet:
         return self.filter(state=Message.State.HALF)
 
-    def due_for_check(self, now=None) -> MessageQuerySet:
-        """HALF messages whose next check time has come (served by a partial index)."""
-        return self.filter(state=Message.State.HALF, next_check_at__lte=now or timezone.now())
+    def due_for_check(self) -> MessageQuerySet:
+        """HALF messages whose next check time has come by the database's clock (served by a
+        partial index)."""
+        return self.filter(state=Message.State.HALF, next_check_at__lte=Now())
 
     def with_key(self, key: str) -> MessageQuerySet:
         return self.filter(key_rows__key=key)
@@ -48,9 +51,12 @@ class Message(models.Model):
     producer_group = models.CharField(max_length=255)
     state = models.CharField(max_length=16, choices=State.choices, default=State.HALF)
     check_times = models.PositiveIntegerField(default=0)
-    # When the next check-back is due; only meaningful while HALF.
+    # When the next check-back is due; only meaningful while HALF. While a check pass holds
+    # the message, it is the end of that pass's lease (see txbroker.checkback).
     next_check_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    # The lease of the check pass holding the message; its answer counts only while it holds.
+    check_token = models.CharField(max_length=32, blank=True, default="", db_default="")
+    created_at = models.DateTimeField(db_default=Now())
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
@@ -105,13 +111,14 @@ class MessageKey(models.Model):
 
 
 class DeliveryQuerySet(models.QuerySet):
-    def due(self, now=None) -> DeliveryQuerySet:
-        """Deliveries waiting to run whose time has come (served by a partial index)."""
-        return self.filter(status__in=Delivery.WAITING, next_attempt_at__lte=now or timezone.now())
+    def due(self) -> DeliveryQuerySet:
+        """Deliveries waiting to run whose time has come by the database's clock (served by
+        a partial index)."""
+        return self.filter(status__in=Delivery.WAITING, next_attempt_at__lte=Now())
 
-    def claim_expired(self, now=None) -> DeliveryQuerySet:
-        """Claimed deliveries whose claim ran out (their worker died or is far behind)."""
-        return self.filter(status=Delivery.Status.RUNNING, claimed_until__lt=now or timezone.now())
+    def claim_expired(self) -> DeliveryQuerySet:
+        """Claimed deliveries whose claim ran out (their worker died, froze or is far behind)."""
+        return self.filter(status=Delivery.Status.RUNNING, claimed_until__lt=Now())
 
     def dead(self) -> DeliveryQuerySet:
         return self.filter(status=Delivery.Status.DEAD)
@@ -134,15 +141,19 @@ class Delivery(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     consumer_group = models.CharField(max_length=255)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    # Attempts started (a claim counts, so a message that kills its worker still ends DEAD).
+    # Attempts started: counted when a handler starts (committed before it runs), so a
+    # message that kills its worker still ends DEAD, and batch-mates claimed with it but
+    # never started are not charged for it.
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(db_default=Now())
     # The claim of the worker running it: a token and a deadline.
     claim_token = models.CharField(max_length=32, blank=True, default="")
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # When the handler started under the current claim (None: claimed, not started yet).
+    started_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
     succeeded_at = models.DateTimeField(null=True, blank=True)
 
     objects = DeliveryQuerySet.as_manager()
@@ -205,7 +216,7 @@ class TraceEvent(models.Model):
 
     # No index of its own: txb_trace_message (message, id) serves lookups by message.
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="trace", db_index=False)
-    at = models.DateTimeField(default=timezone.now)
+    at = models.DateTimeField(db_default=Now())
     event = models.CharField(max_length=32, choices=Event.choices)
     consumer_group = models.CharField(max_length=255, blank=True, default="")
     detail = models.TextField(blank=True, default="")

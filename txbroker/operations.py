@@ -10,9 +10,8 @@ from typing import Optional
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.utils import timezone
 
-from txbroker import delivery
+from txbroker import dbtime, delivery
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.transitions import broker_db, message_commit, message_resume, message_rollback
@@ -183,7 +182,7 @@ def purge(
     """Delete finished messages (see :func:`purgeable`) older than ``older_than``, with their
     deliveries, keys and trace, one batch per transaction. ``dry_run`` only counts."""
     db = broker_db()
-    cutoff = (now or timezone.now()) - older_than
+    cutoff = (now or dbtime.read(db)) - older_than
     report = PurgeReport()
     candidates = purgeable(cutoff=cutoff)
     if dry_run:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, Optional
 
-from django.db import transaction
-from django.utils import timezone
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 
-from txbroker import fastpath
+from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
 from txbroker.exceptions import ConfigurationError
 from txbroker.faults import fault_point
@@ -25,6 +26,14 @@ logger = logging.getLogger("txbroker")
 LocalTransaction = Callable[[MessageView, Any], LocalTransactionState]
 
 TRACEBACK_LIMIT = 4000
+# How long a producer keeps retrying the end of its transaction on a new database session.
+END_TRANSACTION_RETRY_SECONDS = 3.0
+
+
+def producer_identity() -> str:
+    """``host:pid`` of this process, in the HALF_STORED trace row: who to ask, or look
+    for, when a message stays HALF."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trimmed_traceback(exc: BaseException) -> str:
@@ -38,6 +47,24 @@ def as_state(answer: Any) -> Optional[LocalTransactionState]:
         return LocalTransactionState(answer)
     except ValueError:
         return None
+
+
+def atomic_aliases() -> list[str]:
+    """The databases on which this thread is inside ``transaction.atomic()``: txbroker's,
+    the default one (where local transactions usually write), and any other open one (a
+    local transaction may write anywhere). On any of them the local transaction would
+    become a savepoint of the caller's transaction: the message would commit and the
+    caller could still roll back what it announces."""
+    aliases = {broker_db(), DEFAULT_DB_ALIAS, *(c.alias for c in connections.all(initialized_only=True))}
+    return sorted(alias for alias in aliases if connections[alias].in_atomic_block)
+
+
+def recover_connections() -> None:
+    """Close the connections of this thread that broke (outside any transaction): the next
+    query opens a new one, instead of failing on a session the server already ended."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 class TransactionProducer:
@@ -60,16 +87,18 @@ class TransactionProducer:
         then commit or roll back the message by its answer.
 
         The half message is committed before the local transaction runs, so this must not
-        be called inside ``transaction.atomic`` on txbroker's database. An exception or an
+        be called inside ``transaction.atomic`` on any database (txbroker's, or one the local
+        transaction writes to: see :func:`atomic_aliases`). An exception or an
         answer that is not a ``LocalTransactionState`` counts as UNKNOWN: the message stays
         HALF and check-back settles it.
         """
-        db = broker_db()
-        if transaction.get_connection(db).in_atomic_block:
+        inside = atomic_aliases()
+        if inside:
             raise ConfigurationError(
-                "send_message_in_transaction() was called inside transaction.atomic(): the "
-                "half message must be committed before the local transaction runs. Call it "
-                "outside any atomic block and let the local transaction open its own."
+                "send_message_in_transaction() was called inside transaction.atomic() on "
+                f"database {', '.join(repr(a) for a in inside)}: the half message must be committed "
+                "before the local transaction runs, and the local transaction must commit on its "
+                "own. Call it outside any atomic block and let the local transaction open its own."
             )
         stored = self._store_half(message)
         fault_point("after_half_stored")
@@ -78,21 +107,45 @@ class TransactionProducer:
         state, detail = self._run_local_transaction(view, local_transaction, arg)
         fault_point("after_local_transaction")
 
-        answer = TraceEvent(message_id=stored.msg_id, event=TraceEvent.Event.LOCAL_TRANSACTION, detail=detail)
-        if state == LocalTransactionState.COMMIT:
-            done = message_commit(stored, by="producer", prelude=[answer])
-            final = Message.State.COMMITTED if done else self._state_of(stored.msg_id)
-        elif state == LocalTransactionState.ROLLBACK:
-            done = message_rollback(stored, by="producer", prelude=[answer])
-            final = Message.State.ROLLED_BACK if done else self._state_of(stored.msg_id)
-        else:
-            trace_many([answer])
-            final = self._state_of(stored.msg_id)
+        final = self._end_transaction(stored, state, detail)
         return SendResult(msg_id=stored.msg_id, local_transaction_state=state, message_state=final)
+
+    def _end_transaction(self, stored: Message, state: LocalTransactionState, detail: str) -> str:
+        """Commit or roll back by the answer (record UNKNOWN), and return the message's
+        state. A lost database session (a restart, a cut connection) is retried on a new
+        one for a few seconds, well within the transaction timeout: each step is a
+        conditional UPDATE, so a retry after a move that did commit is refused and
+        changes nothing."""
+        deadline = time.monotonic() + END_TRANSACTION_RETRY_SECONDS
+        pause = 0.1
+        while True:
+            answer = TraceEvent(
+                message_id=stored.msg_id, event=TraceEvent.Event.LOCAL_TRANSACTION, detail=detail
+            )
+            try:
+                if state == LocalTransactionState.COMMIT:
+                    done = message_commit(stored, by="producer", prelude=[answer])
+                    return Message.State.COMMITTED if done else self._state_of(stored.msg_id)
+                if state == LocalTransactionState.ROLLBACK:
+                    done = message_rollback(stored, by="producer", prelude=[answer])
+                    return Message.State.ROLLED_BACK if done else self._state_of(stored.msg_id)
+                trace_many([answer])
+                return self._state_of(stored.msg_id)
+            except (OperationalError, InterfaceError):
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning(
+                    "message %s: the database session was lost while ending its transaction (%s); "
+                    "retrying on a new one",
+                    stored.msg_id,
+                    state.value,
+                )
+                recover_connections()
+                time.sleep(pause)
+                pause *= 2
 
     def _store_half(self, message: OutgoingMessage) -> Message:
         db = broker_db()
-        now = timezone.now()
         immunity = (
             message.check_immunity_seconds
             if message.check_immunity_seconds is not None
@@ -106,22 +159,26 @@ class TransactionProducer:
             properties=dict(message.properties),
             producer_group=self.producer_group,
             state=Message.State.HALF,
-            created_at=now,
-            next_check_at=now + timedelta(seconds=immunity),
         )
         keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
         stored_event = TraceEvent(
             message_id=stored.msg_id,
             event=TraceEvent.Event.HALF_STORED,
-            detail=f"producer group {self.producer_group}; first check after {immunity:g}s",
+            detail=f"producer group {self.producer_group} ({producer_identity()}); first check after {immunity:g}s",
         )
         # One statement on PostgreSQL (see txbroker.fastpath); the same three INSERTs in
-        # one transaction elsewhere.
-        if not fastpath.store_half(db, stored, keys, stored_event):
+        # one transaction elsewhere. The first check is due ``immunity`` seconds after the
+        # database's clock, never this host's.
+        times = fastpath.store_half(db, stored, keys, stored_event, immunity=immunity)
+        if times is not None:
+            stored.created_at, stored.next_check_at = times
+        else:
             with transaction.atomic(using=db):
+                stored.next_check_at = dbtime.after(immunity)
                 stored.save(using=db, force_insert=True)
                 MessageKey.objects.using(db).bulk_create(keys)
                 stored_event.save(using=db, force_insert=True)
+            stored.refresh_from_db(using=db, fields=["created_at", "next_check_at"])
         stored._state.adding = False
         stored._state.db = db
         return stored
@@ -134,6 +191,10 @@ class TransactionProducer:
             answer = local_transaction(view, arg)
         except Exception as exc:
             logger.exception("local transaction of message %s raised", view.msg_id)
+            # A session the database ended (this process froze past
+            # idle_in_transaction_session_timeout, or the server restarted) is useless now:
+            # let the end of the transaction open a new one.
+            recover_connections()
             return LocalTransactionState.UNKNOWN, "UNKNOWN (raised)\n" + trimmed_traceback(exc)
         state = as_state(answer)
         if state is None:

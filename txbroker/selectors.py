@@ -15,8 +15,8 @@ from typing import Any, Optional
 from django.db import connections
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncMinute
-from django.utils import timezone
 
+from txbroker import dbtime
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.registry import registry
 from txbroker.transitions import broker_db
@@ -219,7 +219,7 @@ def stats(*, now: Optional[datetime] = None) -> dict[str, Any]:
     Three grouped queries over indexed columns; the shape is the REST API's ``/stats/``.
     """
     db = broker_db()
-    now = now or timezone.now()
+    now = now or dbtime.read(db)  # ages by the database's clock, as every time it wrote
     per_state = dict(
         Message.objects.using(db)
         .order_by()
@@ -273,7 +273,7 @@ class Throughput:
 def throughput(*, window: timedelta = timedelta(hours=1), now: Optional[datetime] = None) -> Throughput:
     """Commits, successful and failed delivery attempts per minute, from the trace (one
     grouped query on the (event, at) index)."""
-    now = now or timezone.now()
+    now = now or dbtime.read(broker_db())
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - window
     minutes = [start + timedelta(minutes=i) for i in range(int(window.total_seconds() // 60))]

@@ -2,18 +2,23 @@
 
 Allowed: HALF -> COMMITTED | ROLLED_BACK | DISCARDED, and DISCARDED -> HALF (an operator's
 resume). Anything else is refused, changes nothing, and is recorded in the trace.
+
+Check-back holds HALF messages by a lease (``check_token``, until ``next_check_at``):
+a check pass's answer moves a message only while its lease holds, and a pass that lost
+its lease (it froze, or ran past it) records nothing. Every time is the database's clock
+(txbroker.dbtime).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from typing import Optional
 
 from django.db import transaction
-from django.utils import timezone
 
-from txbroker import fastpath
+from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
 from txbroker.exceptions import MessageNotFound
 from txbroker.models import Delivery, Message, TraceEvent
@@ -39,13 +44,12 @@ def trace_many(rows: Iterable[TraceEvent]) -> None:
     TraceEvent.objects.using(broker_db()).bulk_create(list(rows))
 
 
-def _move(msg_id: str, from_state: str, to_state: str, **fields) -> bool:
-    return (
-        Message.objects.using(broker_db())
-        .filter(msg_id=msg_id, state=from_state)
-        .update(state=to_state, **fields)
-        == 1
-    )
+def _move(msg_id: str, from_state: str, to_state: str, *, held_by: Optional[str] = None, **fields) -> bool:
+    """``held_by``: only while that check pass's lease holds the message."""
+    rows = Message.objects.using(broker_db()).filter(msg_id=msg_id, state=from_state)
+    if held_by is not None:
+        rows = rows.filter(check_token=held_by)
+    return rows.update(state=to_state, **fields) == 1
 
 
 def _refuse(msg_id: str, attempted: str, by: str, actor: str) -> None:
@@ -80,26 +84,20 @@ def message_commit(
     actor: str = "",
     detail: str = "",
     prelude: Iterable[TraceEvent] = (),
-    check_times: int | None = None,
+    check_times: Optional[int] = None,
+    check_token: Optional[str] = None,
 ) -> bool:
     """HALF -> COMMITTED, creating one delivery per subscribed consumer group.
 
     ``prelude`` trace events (the local transaction's answer) are stored in the same
-    transaction. Returns False, and records the refusal, when the message is not HALF.
+    transaction. Returns False, and records the refusal, when the message is not HALF;
+    with ``check_token`` (a check pass's answer), False and nothing recorded when that
+    pass no longer holds the message.
     """
     db = broker_db()
-    now = timezone.now()
     groups = [c.group for c in registry.subscribers(message.topic, message.tag)]
-    deliveries = [
-        Delivery(
-            message_id=message.msg_id,
-            consumer_group=group,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        for group in groups
-    ]
+    # Due now by the database's clock: the columns' defaults.
+    deliveries = [Delivery(message_id=message.msg_id, consumer_group=group) for group in groups]
     suffix = f"; {detail}" if detail else ""
     prelude = list(prelude)
     events = [
@@ -114,26 +112,39 @@ def message_commit(
     # PostgreSQL: the move, the deliveries and the trace rows in one statement (see
     # txbroker.fastpath). Elsewhere: the same writes in one transaction.
     moved = fastpath.message_commit(
-        db, message.msg_id, now=now, check_times=check_times, deliveries=deliveries, events=events
+        db,
+        message.msg_id,
+        check_times=check_times,
+        check_token=check_token,
+        deliveries=deliveries,
+        events=events,
     )
     if moved is None:
         with transaction.atomic(using=db):
-            counted = {} if check_times is None else {"check_times": check_times}
             moved = _move(
-                message.msg_id, State.HALF, State.COMMITTED, resolved_at=now, next_check_at=None, **counted
+                message.msg_id, State.HALF, State.COMMITTED, held_by=check_token, **_settled(check_times)
             )
             if moved:
                 Delivery.objects.using(db).bulk_create(deliveries)
                 trace_many(events)
     if not moved:
-        with transaction.atomic(using=db):
-            trace_many(prelude)
-            _refuse(message.msg_id, "commit", by, actor)
+        if check_token is None:
+            with transaction.atomic(using=db):
+                trace_many(prelude)
+                _refuse(message.msg_id, "commit", by, actor)
         return False
     if groups:
         # After the commit (of the caller's transaction, when there is one).
         transaction.on_commit(wake_deliveries, using=db)
     return True
+
+
+def _settled(check_times: Optional[int]) -> dict:
+    """The fields every move out of HALF writes."""
+    fields = {"resolved_at": dbtime.now(), "next_check_at": None, "check_token": ""}
+    if check_times is not None:
+        fields["check_times"] = check_times
+    return fields
 
 
 def message_rollback(
@@ -143,21 +154,18 @@ def message_rollback(
     actor: str = "",
     detail: str = "",
     prelude: Iterable[TraceEvent] = (),
-    check_times: int | None = None,
+    check_times: Optional[int] = None,
+    check_token: Optional[str] = None,
 ) -> bool:
-    """HALF -> ROLLED_BACK: no consumer will ever see the message."""
+    """HALF -> ROLLED_BACK: no consumer will ever see the message (``check_token`` as for
+    :func:`message_commit`)."""
     with transaction.atomic(using=broker_db()):
-        counted = {} if check_times is None else {"check_times": check_times}
         if not _move(
-            message.msg_id,
-            State.HALF,
-            State.ROLLED_BACK,
-            resolved_at=timezone.now(),
-            next_check_at=None,
-            **counted,
+            message.msg_id, State.HALF, State.ROLLED_BACK, held_by=check_token, **_settled(check_times)
         ):
-            trace_many(prelude)
-            _refuse(message.msg_id, "rollback", by, actor)
+            if check_token is None:
+                trace_many(prelude)
+                _refuse(message.msg_id, "rollback", by, actor)
             return False
         suffix = f"; {detail}" if detail else ""
         trace_many(
@@ -171,42 +179,100 @@ def message_rollback(
     return True
 
 
-def message_discard(message: Message, *, check_times: int, prelude: Iterable[TraceEvent] = ()) -> bool:
+def message_discard(
+    message: Message,
+    *,
+    check_times: int,
+    prelude: Iterable[TraceEvent] = (),
+    check_token: Optional[str] = None,
+) -> bool:
     """HALF -> DISCARDED once the checks are exhausted: parked, never delivered, resumable."""
     with transaction.atomic(using=broker_db()):
-        trace_many(prelude)
         moved = _move(
-            message.msg_id,
-            State.HALF,
-            State.DISCARDED,
-            check_times=check_times,
-            resolved_at=timezone.now(),
-            next_check_at=None,
+            message.msg_id, State.HALF, State.DISCARDED, held_by=check_token, **_settled(check_times)
         )
         if moved:
+            trace_many(prelude)
             trace(
                 message.msg_id,
                 Event.DISCARDED,
                 f"{check_times} checks answered UNKNOWN (TXBROKER_CHECK_MAX reached); "
                 "parked until an operator resumes it",
             )
-        else:
+        elif check_token is None:
+            trace_many(prelude)
             _refuse(message.msg_id, "discard", "check-back", "")
     return moved
 
 
 def message_postpone(
-    message: Message, *, check_times: int, delay: float, prelude: Iterable[TraceEvent] = ()
+    message: Message,
+    *,
+    check_times: int,
+    delay: float,
+    prelude: Iterable[TraceEvent] = (),
+    check_token: Optional[str] = None,
 ) -> bool:
-    """A HALF message stays HALF: record the check and when the next one is due."""
+    """A HALF message stays HALF: record the check and when the next one is due (``delay``
+    seconds from now, database time)."""
     with transaction.atomic(using=broker_db()):
-        trace_many(prelude)
-        return (
+        rows = Message.objects.using(broker_db()).filter(msg_id=message.msg_id, state=State.HALF)
+        if check_token is not None:
+            rows = rows.filter(check_token=check_token)
+        moved = rows.update(check_times=check_times, next_check_at=dbtime.after(delay), check_token="") == 1
+        if moved:
+            trace_many(prelude)
+        return moved
+
+
+def messages_claim_for_check(*, limit: int, lease: float) -> tuple[str, list[Message]]:
+    """Lease up to ``limit`` HALF messages due for a check (oldest first) to one check pass
+    for ``lease`` seconds: ``FOR UPDATE SKIP LOCKED`` so concurrent passes never take the
+    same message, and the lock is held only for this statement's transaction. A pass that
+    dies or freezes holding the lease only delays those messages until it ends (then they
+    are due again, uncounted)."""
+    db = broker_db()
+    token = uuid.uuid4().hex
+    with transaction.atomic(using=db):
+        picked = list(
+            Message.objects.using(db)
+            .due_for_check()
+            .select_for_update(skip_locked=True)
+            .order_by("next_check_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not picked:
+            return token, []
+        Message.objects.using(db).filter(pk__in=picked, state=State.HALF).update(
+            check_token=token, next_check_at=dbtime.after(lease)
+        )
+    claimed = Message.objects.using(db).filter(pk__in=picked, check_token=token, state=State.HALF)
+    return token, list(claimed.order_by("created_at", "msg_id"))
+
+
+def messages_release_check(msg_ids: list[str], token: str) -> int:
+    """Give back leased messages a pass did not check (its budget ran out): due now."""
+    if not msg_ids:
+        return 0
+    return (
+        Message.objects.using(broker_db())
+        .filter(pk__in=msg_ids, state=State.HALF, check_token=token)
+        .update(check_token="", next_check_at=dbtime.now())
+    )
+
+
+def message_check_skipped(message: Message, *, token: str, delay: float, detail: str) -> bool:
+    """No checker could be asked: not a check (the count stays), due again after ``delay``."""
+    with transaction.atomic(using=broker_db()):
+        moved = (
             Message.objects.using(broker_db())
-            .filter(msg_id=message.msg_id, state=State.HALF)
-            .update(check_times=check_times, next_check_at=timezone.now() + timedelta(seconds=delay))
+            .filter(msg_id=message.msg_id, state=State.HALF, check_token=token)
+            .update(check_token="", next_check_at=dbtime.after(delay))
             == 1
         )
+        if moved:
+            trace(message.msg_id, Event.CHECK_SKIPPED, detail)
+    return moved
 
 
 def message_resume(msg_id: str, *, actor: str = "") -> bool:
@@ -218,7 +284,8 @@ def message_resume(msg_id: str, *, actor: str = "") -> bool:
             State.HALF,
             check_times=0,
             resolved_at=None,
-            next_check_at=timezone.now(),
+            next_check_at=dbtime.now(),
+            check_token="",
         )
         if moved:
             trace(msg_id, Event.RESUMED, "checking resumed; check count reset to 0", actor=actor)

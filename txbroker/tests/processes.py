@@ -4,6 +4,7 @@ and Redis, plus polling helpers. Never a bare sleep: wait for a condition with a
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,9 +63,24 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(log_dir: Path, name: str = "worker", concurrency: int = 2, **env: str) -> Proc:
+def skewed(argv: list[str], offset_seconds: float) -> list[str]:
+    """``argv`` run under Debian's faketime with its clock ``offset_seconds`` off (monotonic
+    time left alone, as NTP would); pass ``FAKETIME_ENV`` in its environment."""
+    if shutil.which("faketime") is None:
+        pytest.fail("faketime is not installed (apt-get install faketime; .ci/run installs it)")
+    return ["faketime", "-f", f"{offset_seconds:+g}s", *argv]
+
+
+FAKETIME_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def start_worker(
+    log_dir: Path, name: str = "worker", concurrency: int = 2, *, clock_offset: float = 0, **env: str
+) -> Proc:
     # INFO: the test waits for Celery's "ready." line.
     argv = worker_argv(name=name, concurrency=concurrency, loglevel="INFO")
+    if clock_offset:
+        argv, env = skewed(argv, clock_offset), {**FAKETIME_ENV, **env}
     proc = Proc(name, argv, child_env(**env), log_dir)
     wait_for(
         lambda: "ready." in proc.log() or proc.popen.poll() is not None, timeout=60, what=f"{name} ready"

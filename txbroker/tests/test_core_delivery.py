@@ -21,6 +21,12 @@ from txbroker.tests.support.models import Plan
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def db_now():
+    from txbroker import dbtime
+
+    return dbtime.read("default")
+
+
 def run_due() -> delivery.BatchReport:
     return delivery.deliver_due(budget_seconds=5)
 
@@ -184,8 +190,42 @@ def test_a_stale_claim_taken_back_and_reclaimed_runs_once(broker_env):
     assert outcomes == {"old": "SKIPPED", "new": "SUCCEEDED"}
     assert effects("stale") == {"test_all_group": 1}
     row = Delivery.objects.get()
-    assert row.attempts == 2
-    assert TraceEvent.objects.filter(event="RECLAIMED").count() == 1
+    assert row.attempts == 1  # the old claim never started its handler: it counts nothing
+    reclaimed = TraceEvent.objects.get(event="RECLAIMED")
+    assert "before the handler started" in reclaimed.detail
+    # the worker that lost its claim recorded nothing about the delivery
+    assert list(TraceEvent.objects.filter(event="DELIVERY_ATTEMPT").values_list("detail", flat=True)) == [
+        TraceEvent.objects.get(event="DELIVERY_ATTEMPT").detail
+    ]
+
+
+def test_a_started_delivery_whose_worker_died_is_a_failed_attempt_with_its_retry_delay(broker_env):
+    """The handler started (its attempt committed), then its worker died: the sweep takes
+    the delivery back as a failed attempt, due after the retry delay, not at once."""
+    msg_id = send("died", tag="other").msg_id
+    token, batch = delivery.claim_due(10)
+    assert delivery._start(batch[0], token) == 1  # what run_claimed commits before the handler
+    Delivery.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))  # the worker is gone
+
+    assert delivery.reclaim_expired() == 1
+
+    row = Delivery.objects.get()
+    assert (row.status, row.attempts, row.claim_token) == ("RETRY", 1, "")
+    assert row.last_error.startswith("worker died during the handler")
+    due_in = Delivery.objects.filter(pk=row.pk).values_list("next_attempt_at", flat=True).get() - db_now()
+    assert timedelta(seconds=0.05) < due_in <= timedelta(seconds=0.2)  # retry delay 1: 0.2 s
+    event = TraceEvent.objects.get(message_id=msg_id, event="RECLAIMED")
+    assert event.detail == "attempt 1: FAILED: worker died during the handler; retry in 0.2 s"
+
+    # The worker that lost it wakes up: it records nothing, changes nothing.
+    report = delivery.BatchReport()
+    assert delivery.run_claimed(batch[0], token, report) == "SKIPPED"
+    assert (report.failed, report.dead, report.succeeded) == (0, 0, 0)
+    make_due()
+    run_due()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("SUCCEEDED", 2)
+    assert effects("died") == {"test_all_group": 1}
 
 
 def test_redelivery_after_the_handler_committed_changes_nothing(broker_env):

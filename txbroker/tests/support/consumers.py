@@ -11,12 +11,12 @@ from django.db.models import F
 
 from txbroker import ConsumedMessage, consumer
 
-from .models import Effect, Plan
+from .models import Effect, Plan, Shared
 
 TOPIC = "test_topic"
 
 
-def _note_attempt(key: str, group: str) -> None:
+def note_attempt(key: str, group: str) -> None:
     """Commit the attempt on a separate connection, so it survives a rollback or a kill."""
     if connection.vendor != "postgresql":
         return
@@ -31,8 +31,13 @@ def _note_attempt(key: str, group: str) -> None:
 
 def _effect(message: ConsumedMessage) -> None:
     key = message.key
-    _note_attempt(key, message.consumer_group)
     plan = Plan.objects.filter(key=key).first()
+    if plan and plan.shared_lock:
+        # Held until this delivery's transaction ends (or its session is ended).
+        Shared.objects.filter(name=plan.shared_lock).update(hits=F("hits") + 1)
+    note_attempt(key, message.consumer_group)
+    if plan and plan.kill_worker:
+        os._exit(137)  # a poison message: the worker dies in every attempt
     if plan and plan.sleep_seconds and message.reconsume_times == 0:
         time.sleep(plan.sleep_seconds)  # first attempt only: a slow handler to kill
     if plan and message.reconsume_times < plan.fail_times:

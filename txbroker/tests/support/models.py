@@ -20,12 +20,27 @@ class Effect(models.Model):
 
 class Plan(models.Model):
     """How a test handler behaves for a key: fail its first ``fail_times`` attempts, sleep
-    ``sleep_seconds`` inside the transaction; the checker answers ``check_answer``."""
+    ``sleep_seconds`` inside the transaction (first attempt), lock the ``Shared`` row named
+    ``shared_lock`` first, or kill its worker on every attempt (``kill_worker``).
+
+    The checker answers ``check_answer``: COMMIT, ROLLBACK or UNKNOWN; RAISE raises; BLOCK
+    blocks for a minute; LOCK takes this plan's row lock (as the payments checker takes
+    the order's) and then answers from the local record; SLEEP notes its start and sleeps
+    ``sleep_seconds`` inside its transaction, then answers from the local record."""
 
     key = models.CharField(max_length=64, unique=True)
     fail_times = models.PositiveIntegerField(default=0)
     sleep_seconds = models.FloatField(default=0)
     check_answer = models.CharField(max_length=16, blank=True, default="")
+    kill_worker = models.BooleanField(default=False)
+    shared_lock = models.CharField(max_length=64, blank=True, default="")
+
+
+class Shared(models.Model):
+    """A row several handlers update (a balance, say): its row lock serializes them."""
+
+    name = models.CharField(max_length=64, unique=True)
+    hits = models.PositiveIntegerField(default=0)
 
 
 class Attempt(models.Model):
