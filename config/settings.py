@@ -317,6 +317,9 @@ PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "1
 PAYMENTS_CHARGE_RECONCILE_AFTER = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_AFTER", "60"))
 PAYMENTS_CHARGE_RECONCILE_INTERVAL = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_INTERVAL", "30"))
 PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = int(os.environ.get("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", "50"))
+# How long a payment keeps trying to record itself after losing its database session (a
+# cut connection, a server restart); below TXBROKER_TRANSACTION_TIMEOUT (6 s by default).
+PAYMENTS_RECORD_RETRY_SECONDS = float(os.environ.get("PAYMENTS_RECORD_RETRY_SECONDS", "3"))
 NOTIFICATIONS_SMS_BACKEND = os.environ.get(
     "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
 )

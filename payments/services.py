@@ -60,7 +60,7 @@ from typing import Any, Optional
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from orders.models import Order
@@ -375,7 +375,36 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
     COMMIT when the SUCCESS record is inserted (or already exists: the article's duplicate
     key, it already succeeded); ROLLBACK when the order is no longer payable or check-back
     already gave up on this charge; UNKNOWN on a database error (check-back settles it).
+
+    A lost database session (a connection cut, a server restart, a lock or statement
+    timeout) does not fail a payment whose process is alive: the recording is tried again
+    on a new session for up to PAYMENTS_RECORD_RETRY_SECONDS (keep it well below
+    TXBROKER_TRANSACTION_TIMEOUT, so that check-back never asks while it retries). Each
+    try is the whole transaction under the order's row lock, so a try whose commit landed
+    before the session died is found by the next one (its record, this message's).
     """
+    deadline = time.monotonic() + float(getattr(settings, "PAYMENTS_RECORD_RETRY_SECONDS", 3.0))
+    pause = 0.1
+    while True:
+        try:
+            return _payment_record(message, intent)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                logger.exception("recording the payment of order %s failed", intent.event.order_id)
+                return LocalTransactionState.UNKNOWN
+            logger.warning(
+                "recording the payment of order %s lost its database session; trying again",
+                intent.event.order_id,
+                exc_info=True,
+            )
+            connection.close_if_unusable_or_obsolete()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def _payment_record(message: MessageView, intent: PaymentIntent) -> LocalTransactionState:
+    """One try of :func:`payment_record_local_transaction`; raises OperationalError or
+    InterfaceError when the session was lost."""
     event = intent.event
     try:
         with transaction.atomic():
@@ -411,6 +440,8 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
             return LocalTransactionState.COMMIT
         logger.exception("recording the payment of order %s failed", event.order_id)
         return LocalTransactionState.UNKNOWN
+    except (OperationalError, InterfaceError):
+        raise
     except DatabaseError:
         logger.exception("recording the payment of order %s failed", event.order_id)
         return LocalTransactionState.UNKNOWN
