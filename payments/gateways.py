@@ -229,7 +229,10 @@ def _books_cursor() -> Iterator[tuple[Any, str]]:
 
     The gateway is another system: its writes must never join (or be rolled back with) a
     transaction of its caller. Outside any transaction the thread's own connection is in
-    autocommit; inside one, a connection of its own is opened for the call and closed.
+    autocommit; inside one, a connection of its own is opened for the call and closed. On
+    SQLite (one writer at a time) a charge made inside the caller's write transaction waits
+    for it and fails after the busy timeout (a GatewayTimeout); nothing here charges inside a
+    transaction (``payment_pay`` refuses to run in one).
     """
     from payments.models import SimulatedGatewayCharge
 

@@ -139,6 +139,8 @@ def test_simulated_lookup_answers_what_the_gateway_recorded_and_nothing_before()
 def test_the_gateways_books_survive_the_callers_rollback():
     """The gateway is another system: a charge made inside the caller's transaction stays
     charged when that transaction rolls back."""
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has one writer: the gateway's own connection would wait for the caller")
     charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
 
     with pytest.raises(RuntimeError, match="caller fails"), transaction.atomic():
