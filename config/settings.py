@@ -310,16 +310,26 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
 # Seconds a duplicate payment request waits for the one holding the order's charge.
 PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
-# Charge reconciliation (payments.services.charge_reconcile_stale, a beat task): a charge left
-# PENDING or APPROVED longer than RECONCILE_AFTER seconds belongs to a payment whose process
-# died; it is settled with the gateway. Keep RECONCILE_AFTER well above the slowest gateway
-# call: a live payment still working on a charge that old loses it to reconciliation.
+# Charge reconciliation (payments.reconciliation.charge_reconcile_stale, a beat task): a
+# charge left PENDING or APPROVED longer than RECONCILE_AFTER seconds (database time) belongs
+# to a payment whose process died; it is settled with the gateway. A charge the gateway does
+# not know is closed only once older than PAYMENTS_GATEWAY_TIMEOUT; keep RECONCILE_AFTER
+# above the usual gateway call, or reconciliation asks about live payments for nothing.
 PAYMENTS_CHARGE_RECONCILE_AFTER = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_AFTER", "60"))
 PAYMENTS_CHARGE_RECONCILE_INTERVAL = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_INTERVAL", "30"))
 PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = int(os.environ.get("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", "50"))
 # How long a payment keeps trying to record itself after losing its database session (a
 # cut connection, a server restart); below TXBROKER_TRANSACTION_TIMEOUT (6 s by default).
 PAYMENTS_RECORD_RETRY_SECONDS = float(os.environ.get("PAYMENTS_RECORD_RETRY_SECONDS", "3"))
+# The longest a gateway call may take (payments.gateways.gateway_timeout): backends give up
+# after it (their client-side timeout), and reconciliation closes a charge the gateway does
+# not know only once it is older than this (younger, the call may still be in flight).
+PAYMENTS_GATEWAY_TIMEOUT = float(os.environ.get("PAYMENTS_GATEWAY_TIMEOUT", "30"))
+# How long reconciliation keeps asking the gateway about charges closed without its answer
+# (not found, or a timed-out call): an approval found meanwhile makes them ABANDONED (to refund).
+PAYMENTS_CHARGE_RECHECK_WINDOW = float(os.environ.get("PAYMENTS_CHARGE_RECHECK_WINDOW", "86400"))
+# Seconds each call to the simulated gateway takes (tests and demos of slow gateways).
+PAYMENTS_SIMULATED_GATEWAY_LATENCY = float(os.environ.get("PAYMENTS_SIMULATED_GATEWAY_LATENCY", "0"))
 NOTIFICATIONS_SMS_BACKEND = os.environ.get(
     "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
 )

@@ -34,7 +34,7 @@ from orders.selectors import order_get
 from orders.services import order_mark_paid
 from payments.events import TAG, TOPIC, PaymentSucceeded
 from payments.gateways import get_gateway
-from payments.models import Charge, PaymentRecord
+from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
 from points.models import PointsRecord, UserPoints
 from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
@@ -155,6 +155,7 @@ TABLES = [
     PointsRecord,
     UserPoints,
     Charge,
+    SimulatedGatewayCharge,  # the gateway's books: charge ids restart, so must its keys
     PaymentRecord,
     Order,
 ]
