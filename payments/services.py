@@ -390,7 +390,8 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
                 intent.event.order_id,
                 exc_info=True,
             )
-            connection.close_if_unusable_or_obsolete()
+            if not connection.in_atomic_block:  # a broken session: the next try opens a new one
+                connection.close_if_unusable_or_obsolete()
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
