@@ -6,11 +6,10 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework import parsers, status
+from rest_framework.exceptions import APIException, NotFound, ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,6 +35,17 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "the message is not in a state that allows this"
     default_code = "conflict"
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's, but a body nested deeper than Python's json module can follow is a 400 like
+    any other malformed JSON, not a RecursionError (a 500)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
 class HasModelPermission(BasePermission):
