@@ -12,3 +12,5 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz_view, name="healthz"),
 ]
+
+handler404 = "config.api.not_found"

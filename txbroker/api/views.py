@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework import parsers, status
+from rest_framework.exceptions import APIException, NotFound, ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from txbroker import operations, selectors
 from txbroker.exceptions import InvalidTransition, MessageNotFound
+from txbroker.ids import could_be_msg_id
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.transitions import broker_db
 
@@ -38,6 +39,17 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's, but a body nested deeper than Python's json module can follow is a 400 like
+    any other malformed JSON, not a RecursionError (a 500)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
+
+
 class HasModelPermission(BasePermission):
     """The view's ``required_permission`` (staff is checked separately)."""
 
@@ -56,9 +68,26 @@ class CursorPage(CursorPagination):
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
-        if raw is not None and not (raw.isdigit() and int(raw) > 0):
+        # ASCII only: "²" is a digit to str.isdigit() but not to int().
+        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
             raise ValidationError({self.page_size_query_param: ["a positive integer"]})
         return super().get_page_size(request)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request):
+        # DRF trusts the position a cursor carries and filters on it: a forged one that is not
+        # a value of the first ordering field ("p=abc" for created_at) would fail in the query.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+            try:
+                field.to_python(cursor.position)
+            except DjangoValidationError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
@@ -128,6 +157,8 @@ class MessageDetailView(BrokerView):
         responses={200: s.MessageDetailSerializer, 404: s.BrokerErrorSerializer, **ACCESS},
     )
     def get(self, request: Request, msg_id: str) -> Response:
+        if not could_be_msg_id(msg_id):
+            raise MessageNotFound(f"no message with id {msg_id!r}")
         message = (
             Message.objects.using(broker_db())
             .prefetch_related(

@@ -4,7 +4,9 @@ errors on bad input; the OpenAPI schema."""
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
@@ -173,6 +175,29 @@ def test_cursor_pagination_walks_every_message_once(staff, world):
     assert staff.get(f"{API}/messages/", {"cursor": "garbage"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("url", "position"),
+    [
+        *((f"{API}/messages/", p) for p in ("abc", "1", "\x00")),
+        *((f"{API}/dead-letters/", p) for p in ("abc", "2024-05-01T00:00:00Z", "\x00")),
+    ],
+)
+def test_a_forged_cursor_position_is_404_not_500(staff, world, url, position):
+    # A cursor is base64 of a query string; "p" is a value of the first ordering field
+    # (created_at for messages, id for dead letters), which DRF filters on unchecked.
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    response = staff.get(url, {"cursor": cursor})
+    assert response.status_code == 404, response.content[:300]
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
+@pytest.mark.parametrize("page_size", ["0", "-1", "1.5", "\u00b2", "abc"])
+def test_a_page_size_that_is_not_a_positive_ascii_integer_is_400(staff, world, page_size):
+    response = staff.get(f"{API}/messages/", {"page_size": page_size})
+    assert response.status_code == 400
+    assert list(response.json()) == ["page_size"]
+
+
 def test_detail_has_body_properties_deliveries_and_trace(staff, world):
     body = staff.get(f"{API}/messages/{world.dead}/").json()
     assert body["body"] == {"key": "order-dead"}
@@ -184,12 +209,15 @@ def test_detail_has_body_properties_deliveries_and_trace(staff, world):
     assert trace.count(trace[0]) == 1 and "DEAD" in [e["event"] for e in trace]
 
 
-def test_missing_message_is_404_json(staff, world):
+@pytest.mark.parametrize("msg_id", ["ffffffffffffffffffffffffffffffff", "%00", "a%00b", "x" * 40])
+def test_missing_message_is_404_json(staff, world, msg_id):
+    # "%00": a NUL, which PostgreSQL text cannot hold, was a database error (500).
     for method, url in [
-        ("get", f"{API}/messages/ffffffffffffffffffffffffffffffff/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/replay/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/resume/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/commit/"),
+        ("get", f"{API}/messages/{msg_id}/"),
+        ("post", f"{API}/messages/{msg_id}/replay/"),
+        ("post", f"{API}/messages/{msg_id}/resume/"),
+        ("post", f"{API}/messages/{msg_id}/commit/"),
+        ("post", f"{API}/messages/{msg_id}/rollback/"),
     ]:
         response = getattr(staff, method)(url, {}, format="json")
         assert response.status_code == 404, url
