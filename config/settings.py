@@ -190,6 +190,16 @@ STORAGES = {
 }
 LOGIN_URL = "/admin/login/"
 
+# --- Clients behind proxies -----------------------------------------------------------------
+# How many reverse proxies in front of Django append to X-Forwarded-For and set
+# X-Forwarded-Proto. 0 (the default): none, a client's address is the socket's REMOTE_ADDR
+# and every forwarded header is the client's own word, ignored. N: the N-th address from
+# the right of X-Forwarded-For is the client (config.client_ip), for every throttle and the
+# login lockout alike, and X-Forwarded-Proto says whether the client used HTTPS.
+NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+if NUM_PROXIES < 0:
+    raise ValueError(f"DJANGO_NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
+
 # --- Production hardening (no effect on DEBUG runs) --------------------------------------
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -212,13 +222,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "config.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Only views with a ``throttle_scope`` are throttled: the token and payment endpoints.
-    # Counters live in the cache below (Redis when there is one, so every process shares them).
+    # Only views with a ``throttle_scope`` are throttled: the token endpoint (per client
+    # address), order creation and payments (per user). Counters live in the cache below
+    # (Redis when there is one, so every process shares them).
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
+        "orders": os.environ.get("DJANGO_THROTTLE_ORDERS_RATE", "60/minute"),
         "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
     },
+    # DRF's own rule for a client's address; config.client_ip applies the same one.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "txbroker order-payment API",

@@ -67,12 +67,19 @@ class OrderCreateSerializer(serializers.Serializer):
         required=False,
         max_length=64,
         validators=[order_id_validator],
-        help_text="1-64 letters, digits, '_' or '-'; generated when absent.",
+        help_text="1-64 letters, digits, '_' or '-', unique across all users' orders; "
+        "generated (unguessable) when absent.",
     )
 
 
 class OrderListCreateApi(GenericAPIView):
     serializer_class = OrderSerializer
+    # Creation only, per user (DJANGO_THROTTLE_ORDERS_RATE): order ids are global, so this
+    # also bounds how many a user can take.
+    throttle_scope = "orders"
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
 
     def get_queryset(self):
         return order_list(user=self.request.user)
@@ -89,12 +96,20 @@ class OrderListCreateApi(GenericAPIView):
     @extend_schema(
         tags=["orders"],
         summary="Create an order",
+        description="`order_id` is one global business key (it keys every message about the "
+        "order), not one per user: an id that any order has, the caller's or another user's, "
+        "is refused with 409. Omit it to get a generated, unguessable one. Creation is "
+        "limited per user (429).",
         request=OrderCreateSerializer,
         responses={
             201: OrderSerializer,
             400: field_errors(),
             401: UNAUTHORIZED,
-            409: field_errors("The order_id is taken (the error names the order_id field)."),
+            409: field_errors(
+                "The order_id is taken, by any user's order: ids are global (the error names "
+                "the order_id field)."
+            ),
+            429: error("Too many orders created by this user (see Retry-After)."),
         },
     )
     def post(self, request: Request) -> Response:
