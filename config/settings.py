@@ -9,6 +9,7 @@ same code to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "django_celery_beat",
     "txbroker",
     "orders",
@@ -72,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns an admin login refused by the lockout into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -212,10 +216,43 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# --- Logins: failed attempts lock out an address and a username (django-axes) --------------
+# Both the API's token endpoint and the admin's login form authenticate through Django's
+# authenticate(), which axes watches. After LOGIN_FAILURE_LIMIT failures from one address, or
+# for one username from anywhere, within LOGIN_COOLOFF seconds, logins from that address or
+# for that username are refused (API: 429 JSON; admin: the 429 lockout page) even with the
+# right password, until the cool-off ends or an operator lifts it (admin "Access attempts",
+# or `manage.py axes_reset_ip ADDRESS` / `axes_reset_username NAME` / `axes_reset`). Attempts
+# are kept in the database, so a cache (Redis) outage does not lift a lockout.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_COOLOFF = env_seconds("DJANGO_LOGIN_COOLOFF_SECONDS", 900)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one locks
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.logins.lockout_response"
+# An attempt while locked out does not restart the cool-off: it ends when announced.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success never clears failures: an attacker's own account must not reset the address's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
+
+# --- API tokens ------------------------------------------------------------------------------
+# A token (rest_framework.authtoken's, one per user) expires TOKEN_TTL seconds after it was
+# issued; POST /api/auth/token/ then issues a new one, POST /api/auth/token/revoke/ ends it
+# early, and an operator can delete it in the admin (Auth Token > Tokens).
+TOKEN_TTL = env_seconds("DJANGO_TOKEN_TTL", 86400)
+if not TOKEN_TTL:
+    raise ValueError("DJANGO_TOKEN_TTL must be a number of seconds > 0")
+
 # --- REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -10,9 +10,10 @@ from drf_spectacular.validation import validate_schema
 pytestmark = pytest.mark.django_db
 
 ENDPOINTS = {
-    ("/api/auth/token/", "post"): {"200", "400"},
+    ("/api/auth/token/", "post"): {"200", "400", "429", "503"},
+    ("/api/auth/token/revoke/", "post"): {"204", "401"},
     ("/api/orders/", "get"): {"200", "401"},
-    ("/api/orders/", "post"): {"201", "400", "401", "409"},
+    ("/api/orders/", "post"): {"201", "400", "401", "409", "429"},
     ("/api/orders/{order_id}/", "get"): {"200", "401", "404"},
     ("/api/orders/{order_id}/cancel/", "post"): {"200", "401", "404", "409"},
     ("/api/payments/", "post"): {"200", "201", "202", "400", "401", "402", "404", "409", "502"},
