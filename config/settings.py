@@ -9,6 +9,7 @@ same code to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -52,6 +53,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "django_celery_beat",
     "txbroker",
     "orders",
@@ -72,6 +76,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last: turns an admin login refused by the lockout into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -190,9 +197,20 @@ STORAGES = {
 }
 LOGIN_URL = "/admin/login/"
 
+# --- Clients behind proxies -----------------------------------------------------------------
+# How many reverse proxies in front of Django append to X-Forwarded-For and set
+# X-Forwarded-Proto. 0 (the default): none, a client's address is the socket's REMOTE_ADDR
+# and every forwarded header is the client's own word, ignored. N: the N-th address from
+# the right of X-Forwarded-For is the client (config.client_ip), for every throttle and the
+# login lockout alike, and X-Forwarded-Proto says whether the client used HTTPS.
+NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+if NUM_PROXIES < 0:
+    raise ValueError(f"DJANGO_NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
+
 # --- Production hardening (no effect on DEBUG runs) --------------------------------------
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if NUM_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -202,10 +220,43 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# --- Logins: failed attempts lock out an address and a username (django-axes) --------------
+# Both the API's token endpoint and the admin's login form authenticate through Django's
+# authenticate(), which axes watches. After LOGIN_FAILURE_LIMIT failures from one address, or
+# for one username from anywhere, within LOGIN_COOLOFF seconds, logins from that address or
+# for that username are refused (API: 429 JSON; admin: the 429 lockout page) even with the
+# right password, until the cool-off ends or an operator lifts it (admin "Access attempts",
+# or `manage.py axes_reset_ip ADDRESS` / `axes_reset_username NAME` / `axes_reset`). Attempts
+# are kept in the database, so a cache (Redis) outage does not lift a lockout.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_COOLOFF = env_seconds("DJANGO_LOGIN_COOLOFF_SECONDS", 900)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one locks
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.logins.lockout_response"
+# An attempt while locked out does not restart the cool-off: it ends when announced.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success never clears failures: an attacker's own account must not reset the address's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
+
+# --- API tokens ------------------------------------------------------------------------------
+# A token (rest_framework.authtoken's, one per user) expires TOKEN_TTL seconds after it was
+# issued; POST /api/auth/token/ then issues a new one, POST /api/auth/token/revoke/ ends it
+# early, and an operator can delete it in the admin (Auth Token > Tokens).
+TOKEN_TTL = env_seconds("DJANGO_TOKEN_TTL", 86400)
+if not TOKEN_TTL:
+    raise ValueError("DJANGO_TOKEN_TTL must be a number of seconds > 0")
+
 # --- REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -218,13 +269,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "config.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Only views with a ``throttle_scope`` are throttled: the token and payment endpoints.
-    # Counters live in the cache below (Redis when there is one, so every process shares them).
+    # Only views with a ``throttle_scope`` are throttled: the token endpoint (per client
+    # address), order creation and payments (per user). Counters live in the cache below
+    # (Redis when there is one, so every process shares them).
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
+        "orders": os.environ.get("DJANGO_THROTTLE_ORDERS_RATE", "60/minute"),
         "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
     },
+    # DRF's own rule for a client's address; config.client_ip applies the same one.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "txbroker order-payment API",
@@ -232,6 +287,35 @@ SPECTACULAR_SETTINGS = {
     "transactional messages, and the broker's operator API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from this site's static files (drf-spectacular-sidecar): the docs
+    # work offline and load nothing from a CDN, which the Content-Security-Policy forbids.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# Scripts only from this site's static files: the admin has no inline script, Swagger UI's
+# start-up script is served as a file (config.urls uses drf-spectacular's split view), ReDoc
+# is started by its own bundle. Inline styles stay allowed: the admin, Swagger UI, ReDoc and
+# the dashboard's SVG charts use style attributes, which no nonce or hash can cover.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        # ReDoc runs its search in a worker made from a blob: URL.
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------------

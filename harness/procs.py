@@ -140,6 +140,7 @@ def service_env(
             "DJANGO_LOG_LEVEL": "WARNING",
             # The load is the point: no throttling in the way.
             "DJANGO_THROTTLE_AUTH_TOKEN_RATE": "100000/second",
+            "DJANGO_THROTTLE_ORDERS_RATE": "100000/second",
             "DJANGO_THROTTLE_PAYMENTS_RATE": "100000/second",
             "NOTIFICATIONS_SMS_BACKEND": "notifications.backends.FileSmsBackend",
             "NOTIFICATIONS_SMS_FILE_PATH": str(run_dir / "sms.jsonl"),

@@ -31,6 +31,7 @@ TOPIC = "test_topic"
 # (method, path, body, expected status for each of WHO). Paths name the world below.
 API = [
     ("post", "/api/auth/token/", {"username": "user_a", "password": PASSWORD}, (200, 200, 200, 200, 200)),
+    ("post", "/api/auth/token/revoke/", None, (401, 204, 204, 204, 204)),
     ("get", "/api/orders/", None, (401, 200, 200, 200, 200)),
     ("post", "/api/orders/", {"amount": "1.00"}, (401, 201, 201, 201, 201)),
     ("get", "/api/orders/A-created/", None, (401, 200, 404, 404, 404)),

@@ -12,9 +12,10 @@ pytestmark = pytest.mark.django_db
 
 # Every status each operation answers (its own, and config/openapi.py's generic ones).
 ENDPOINTS = {
-    ("/api/auth/token/", "post"): "200 400 406 415 429",
+    ("/api/auth/token/", "post"): "200 400 406 415 429 503",
+    ("/api/auth/token/revoke/", "post"): "204 401 403 406",
     ("/api/orders/", "get"): "200 401 404 406",
-    ("/api/orders/", "post"): "201 400 401 403 406 409 415",
+    ("/api/orders/", "post"): "201 400 401 403 406 409 415 429",
     ("/api/orders/{order_id}/", "get"): "200 401 404 406",
     ("/api/orders/{order_id}/cancel/", "post"): "200 401 403 404 406 409",
     ("/api/payments/", "post"): "200 201 202 400 401 402 403 404 406 409 415 429 502 503",
