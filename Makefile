@@ -30,7 +30,7 @@ setup: $(VENV)/.runtime
 	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --no-input
 	DJANGO_DEBUG=1 $(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	DJANGO_DEBUG=1 $(BIN)/python manage.py txbroker_schedule
-	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_superuser --username $(DEMO_USER) --password $(DEMO_PASSWORD)
+	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_superuser --username $(DEMO_USER) --password $(DEMO_PASSWORD) --exists-ok
 
 run: setup
 	@echo ""

@@ -270,13 +270,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # Only views with a ``throttle_scope`` are throttled: the token endpoint (per client
-    # address), order creation and payments (per user). Counters live in the cache below
-    # (Redis when there is one, so every process shares them).
+    # address), order creation and payments (per user), and the phone endpoint's PUT (per
+    # user: it sends an SMS). Counters live in the cache below (Redis when there is one, so
+    # every process shares them).
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
         "orders": os.environ.get("DJANGO_THROTTLE_ORDERS_RATE", "60/minute"),
         "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
+        # Verification codes sent by PUT /api/notifications/phone/, per user.
+        "phone_code": os.environ.get("DJANGO_THROTTLE_PHONE_CODE_RATE", "5/hour"),
     },
     # DRF's own rule for a client's address; config.client_ip applies the same one.
     "NUM_PROXIES": NUM_PROXIES,
@@ -398,6 +401,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # --- Order-payment apps -----------------------------------------------------------------------
 # The payment gateway and the SMS provider, pluggable like EMAIL_BACKEND.
 PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
+# The simulated gateway approves any amount: with DEBUG off, web, worker and beat refuse to
+# start with it (and `check --deploy` reports an Error) unless this says the operator chose it
+# knowingly (tests, chaos and bench runs).
+PAYMENTS_ALLOW_SIMULATED_GATEWAY = env_bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", default=False)
 # Seconds a duplicate payment request waits for the one holding the order's charge.
 PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
 # Charge reconciliation (payments.reconciliation.charge_reconcile_stale, a beat task): a
@@ -424,3 +431,14 @@ NOTIFICATIONS_SMS_BACKEND = os.environ.get(
     "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
 )
 NOTIFICATIONS_SMS_FILE_PATH = os.environ.get("NOTIFICATIONS_SMS_FILE_PATH", str(VAR_DIR / "sms.jsonl"))
+# The same for the simulated SMS backends (console, file, in-memory): they send nothing.
+NOTIFICATIONS_ALLOW_CONSOLE_SMS = env_bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=False)
+# Phone verification: a code sent to a newly set number lasts this long and takes this many
+# wrong guesses before it is spent (set the number again for a new one).
+NOTIFICATIONS_PHONE_CODE_TTL = env_seconds("NOTIFICATIONS_PHONE_CODE_TTL", 600)
+NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS = int(os.environ.get("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", "5"))
+
+# --- Operator endpoints -------------------------------------------------------------------------
+# /metrics answers loopback clients only; with a token set, it answers whoever sends
+# `Authorization: Bearer <token>` instead (and nobody without it).
+METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")

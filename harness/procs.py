@@ -144,6 +144,9 @@ def service_env(
             "DJANGO_THROTTLE_PAYMENTS_RATE": "100000/second",
             "NOTIFICATIONS_SMS_BACKEND": "notifications.backends.FileSmsBackend",
             "NOTIFICATIONS_SMS_FILE_PATH": str(run_dir / "sms.jsonl"),
+            # DEBUG is off: the simulated gateway and SMS backend run only when allowed.
+            "PAYMENTS_ALLOW_SIMULATED_GATEWAY": "1",
+            "NOTIFICATIONS_ALLOW_CONSOLE_SMS": "1",
             "PAYMENTS_IN_PROGRESS_WAIT": "2",
             "PYTHONUNBUFFERED": "1",
         }

@@ -30,11 +30,20 @@ from decimal import Decimal
 from typing import Any, ClassVar, Optional
 
 from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 from django.utils.module_loading import import_string
 
 DEFAULT_BACKEND = "payments.gateways.SimulatedGateway"
 DEFAULT_TIMEOUT = 30.0
+
+SIMULATED_GATEWAY_REFUSED = (
+    "PAYMENTS_GATEWAY_BACKEND is {backend}, a simulation that approves any amount, and "
+    "DJANGO_DEBUG is off: configure a real gateway, or set PAYMENTS_ALLOW_SIMULATED_GATEWAY=1 "
+    "to run the simulation knowingly (tests, chaos and bench runs)."
+)
+GATEWAY_NOT_IMPORTABLE = "PAYMENTS_GATEWAY_BACKEND {backend!r} cannot be imported: {error}"
 
 
 def gateway_timeout() -> float:
@@ -81,6 +90,8 @@ class PaymentGateway:
     #: The ``payment_method`` values this gateway accepts (the API validates against them).
     payment_methods: ClassVar[tuple[str, ...]] = ()
     default_payment_method: ClassVar[str] = ""
+    #: A simulation moves no money: refused with DEBUG off unless PAYMENTS_ALLOW_SIMULATED_GATEWAY.
+    simulated: ClassVar[bool] = False
 
     def charge(
         self, *, order_id: str, amount: Decimal, payment_method: str, idempotency_key: str
@@ -121,6 +132,7 @@ class SimulatedGateway(PaymentGateway):
 
     payment_methods = ("sim_approve", "sim_decline", "sim_error")
     default_payment_method = "sim_approve"
+    simulated = True
     DECLINE_REASON = "card declined by the issuer (simulated)"
     ERROR_REASON = "payment gateway unavailable (simulated)"
     TIMEOUT_REASON = "no answer from the payment gateway within {timeout:g}s (simulated)"
@@ -258,6 +270,38 @@ def _result_of(row: Optional[tuple]) -> Optional[ChargeResult]:
     return ChargeResult(approved=bool(approved), reference=reference, reason=reason)
 
 
+def gateway_backend_path() -> str:
+    return getattr(settings, "PAYMENTS_GATEWAY_BACKEND", DEFAULT_BACKEND)
+
+
+def simulated_gateway_refusal() -> Optional[str]:
+    """Why the configured gateway may not run in this process, or None when it may.
+
+    A simulated gateway (``simulated = True``: it approves any amount) is refused with DEBUG
+    off unless PAYMENTS_ALLOW_SIMULATED_GATEWAY says the operator chose it knowingly.
+    """
+    if settings.DEBUG or getattr(settings, "PAYMENTS_ALLOW_SIMULATED_GATEWAY", False):
+        return None
+    backend = gateway_backend_path()
+    if getattr(import_string(backend), "simulated", False):
+        return SIMULATED_GATEWAY_REFUSED.format(backend=backend)
+    return None
+
+
+def check_gateway(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """System check (``check --deploy``): a refused simulation is an Error."""
+    try:
+        refusal = simulated_gateway_refusal()
+    except ImportError as exc:
+        message = GATEWAY_NOT_IMPORTABLE.format(backend=gateway_backend_path(), error=exc)
+        return [checks.Error(message, id="payments.E002")]
+    return [checks.Error(refusal, id="payments.E001")] if refusal else []
+
+
 def get_gateway() -> PaymentGateway:
-    """An instance of the configured gateway backend."""
-    return import_string(getattr(settings, "PAYMENTS_GATEWAY_BACKEND", DEFAULT_BACKEND))()
+    """An instance of the configured gateway backend; ImproperlyConfigured for a refused
+    simulation (web, worker and beat refuse to start with one: ``config.serving``)."""
+    refusal = simulated_gateway_refusal()
+    if refusal:
+        raise ImproperlyConfigured(refusal)
+    return import_string(gateway_backend_path())()
