@@ -49,6 +49,7 @@ API = [
     ("get", "/api/notifications/", None, (401, 200, 200, 200, 200, 200)),
     ("get", "/api/notifications/phone/", None, (401, 200, 200, 200, 200, 200)),
     ("put", "/api/notifications/phone/", {"phone": "+8613800000000"}, (401, 200, 200, 200, 200, 200)),
+    ("post", "/api/notifications/phone/verify/", {"code": "000000"}, (401, 400, 400, 400, 400, 400)),
     ("get", "/api/txbroker/messages/", None, (401, 403, 403, 403, 200, 200)),
     ("get", "/api/txbroker/messages/{half}/", None, (401, 403, 403, 403, 200, 200)),
     ("post", "/api/txbroker/messages/{dead}/replay/", {}, (401, 403, 403, 403, 403, 202)),

@@ -188,7 +188,8 @@ def orders_create(payments: int, *, users: int = 200) -> list[tuple[str, int, De
         User.objects.filter(username__startswith=USER_PREFIX).order_by("pk").values_list("pk", flat=True)
     )
     NotificationProfile.objects.bulk_create(
-        NotificationProfile(user_id=pk, phone=f"+86138{pk:08d}"[:16], updated_at=now) for pk in user_ids
+        NotificationProfile(user_id=pk, phone=f"+86138{pk:08d}"[:16], phone_verified_at=now, updated_at=now)
+        for pk in user_ids
     )
     rows = [(f"BENCH-{i:08d}", user_ids[i % len(user_ids)], AMOUNT) for i in range(payments)]
     Order.objects.bulk_create(

@@ -65,6 +65,7 @@ PROTECTED = [
     ("get", "/api/notifications/"),
     ("get", "/api/notifications/phone/"),
     ("put", "/api/notifications/phone/"),
+    ("post", "/api/notifications/phone/verify/"),
 ]
 
 

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from notifications.backends import FileSmsBackend, InMemorySmsBackend, Sms
 from notifications.models import Notification
+from notifications.services import order_reference
 from orders.models import Order
 from payments.clock import db_ago
 from payments.gateways import GatewayError, SimulatedGateway
@@ -87,8 +88,9 @@ class AppWorker:
     sms_path: Path
 
     def sms(self, order_id: str | None = None) -> list[Sms]:
+        """The SMS sent (of one order: naming its reference, as payment SMS do)."""
         sent = FileSmsBackend.read(self.sms_path)
-        return [s for s in sent if order_id is None or order_id in s.text]
+        return [s for s in sent if order_id is None or f" {order_reference(order_id)} " in s.text]
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ ENDPOINTS = {
     ("/api/points/me/records/", "get"): "200 401 404 406",
     ("/api/notifications/", "get"): "200 400 401 404 406",
     ("/api/notifications/phone/", "get"): "200 401 406",
-    ("/api/notifications/phone/", "put"): "200 400 401 403 406 415",
+    ("/api/notifications/phone/", "put"): "200 400 401 403 406 415 429 503",
+    ("/api/notifications/phone/verify/", "post"): "200 400 401 403 406 415",
 }
 
 
