@@ -20,11 +20,18 @@ PRODUCTION_ENV = {
     "DJANGO_CSRF_TRUSTED_ORIGINS": "https://pay.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/txbroker",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    # This project ships no real gateway or SMS provider: running the simulations in
+    # production is a choice said out loud (without these, check --deploy reports errors:
+    # config/tests/test_simulations_refused.py).
+    "PAYMENTS_ALLOW_SIMULATED_GATEWAY": "1",
+    "NOTIFICATIONS_ALLOW_CONSOLE_SMS": "1",
 }
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    child = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PAYMENTS_", "NOTIFICATIONS_"))
+    }
     child.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=child, capture_output=True, text=True, timeout=120
