@@ -171,3 +171,30 @@ def test_the_brokers_api_refuses_deep_json_with_a_400_too(schema):
     assert_answer(schema, response, path, "post", 400, "JSON parse error")
     response = client.post(path, "dry_run=1", content_type="application/x-www-form-urlencoded")
     assert_answer(schema, response, path, "post", 415)
+
+
+@pytest.mark.parametrize("path", ["/api/auth/token/", "/api/orders/", "/api/payments/"])
+def test_a_100_mb_multipart_body_is_refused_before_any_of_it_is_read_or_stored(
+    schema, alice, path, monkeypatch, settings
+):
+    """Django streams the files of a multipart body to disk as it parses it, outside
+    DATA_UPLOAD_MAX_MEMORY_SIZE: a body declared larger than the limit is refused unread."""
+    from django.core.files import uploadhandler
+
+    def stored(*args, **kwargs):
+        raise AssertionError("an upload handler was asked to store a file")
+
+    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
+        monkeypatch.setattr(handler, "new_file", stored)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + b"\0" * (100 * 1024 * 1024) + f"\r\n--{boundary}--\r\n".encode()
+    for client in (APIClient(), alice):  # anonymous, and a user
+        response = client.generic(
+            "POST", path, body, content_type=f"multipart/form-data; boundary={boundary}"
+        )
+        assert_answer(schema, response, path, "post", 400, str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    nothing_written()
