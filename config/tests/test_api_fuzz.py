@@ -70,10 +70,16 @@ def tokens(transactional_db) -> dict[str, str]:
     users = get_user_model().objects
     user = users.create_user("fuzz-user")
     staff = users.create_user("fuzz-staff", is_staff=True, is_superuser=True)
+    # Staff without any permission: every broker read and action must be a documented 403.
+    bare = users.create_user("fuzz-bare-staff", is_staff=True)
     from decimal import Decimal
 
     order_create(user=user, amount=Decimal("12.34"), order_id="fuzz-order")
-    return {"user": Token.objects.create(user=user).key, "staff": Token.objects.create(user=staff).key}
+    return {
+        "user": Token.objects.create(user=user).key,
+        "staff": Token.objects.create(user=staff).key,
+        "bare_staff": Token.objects.create(user=bare).key,
+    }
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -89,3 +95,11 @@ def test_every_operation_as_a_user(case, tokens):
 @FUZZ_SETTINGS
 def test_every_operation_as_staff(case, tokens):
     case.call_and_validate(headers={"Authorization": f"Token {tokens['staff']}"}, excluded_checks=EXCLUDED)
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_every_operation_as_staff_without_permissions(case, tokens):
+    case.call_and_validate(
+        headers={"Authorization": f"Token {tokens['bare_staff']}"}, excluded_checks=EXCLUDED
+    )
