@@ -16,6 +16,9 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
+    from config.embedded import prepare
+
+    prepare()
     execute_from_command_line(sys.argv)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from celery import Celery, signals
 
@@ -12,6 +13,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _filesystem_queue_folders(sender: Celery, **kwargs) -> None:
+    """The embedded mode's filesystem transport needs its folders; made here, by the first
+    process that publishes or consumes, rather than when settings are imported."""
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
 @signals.worker_init.connect
@@ -23,8 +34,10 @@ def _refuse_simulations(**kwargs) -> None:
     """
     from django.core.exceptions import ImproperlyConfigured
 
+    from config.embedded import prepare
     from config.serving import refuse_simulations
 
+    prepare()
     try:
         refuse_simulations()
     except ImproperlyConfigured as exc:

@@ -15,7 +15,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
 
-from config.serving import refuse_simulations, require_secret_key  # noqa: E402 - needs the settings loaded
+from config.embedded import prepare  # noqa: E402 - needs the settings loaded
+from config.serving import refuse_simulations, require_secret_key  # noqa: E402
 
 require_secret_key()
 refuse_simulations()
+prepare()

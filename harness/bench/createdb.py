@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import sys
 
-import dj_database_url
+import environ
 import psycopg2
 from psycopg2 import sql
 
 
 def create_database(url: str) -> bool:
     """Create the database named in ``url``; False when it already exists."""
-    params = dj_database_url.parse(url)
+    params = environ.Env.db_url_config(url)
     connection = psycopg2.connect(
         dbname="postgres",
         user=params.get("USER") or "postgres",

@@ -30,8 +30,8 @@ def publish(order_id: str, user_id: int) -> str:
     return sent.msg_id
 
 
-def test_a_missing_order_is_retried_then_dead_with_a_clear_reason(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_MAX_RECONSUME_TIMES", "2")
+def test_a_missing_order_is_retried_then_dead_with_a_clear_reason(broker_env, broker_setting):
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "2")
     msg_id = publish("GHOST_ORDER", UserFactory().pk)
 
     def dead():

@@ -37,13 +37,13 @@ def make_committed(key: str, *, tag: str = "pay") -> str:
     return msg_id
 
 
-def make_dead(key: str, monkeypatch, *, tag: str = "pay") -> str:
+def make_dead(key: str, broker_setting, *, tag: str = "pay") -> str:
     """COMMITTED, every delivery DEAD (its handler keeps failing; no retry allowed)."""
     Plan.objects.update_or_create(key=key, defaults={"fail_times": 99})
-    monkeypatch.setenv("TXBROKER_MAX_RECONSUME_TIMES", "0")
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "0")
     msg_id = send(key, tag=tag).msg_id
     run_deliveries()
-    monkeypatch.delenv("TXBROKER_MAX_RECONSUME_TIMES")
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", None)
     assert set(Delivery.objects.filter(message_id=msg_id).values_list("status", flat=True)) == {"DEAD"}
     return msg_id
 
@@ -57,14 +57,14 @@ def make_rolled_back(key: str) -> str:
     return send(key, answer=LocalTransactionState.ROLLBACK).msg_id
 
 
-def make_discarded(key: str, monkeypatch) -> str:
+def make_discarded(key: str, broker_setting) -> str:
     """DISCARDED: its checker answers UNKNOWN and TXBROKER_CHECK_MAX is 1."""
     Plan.objects.update_or_create(key=key, defaults={"check_answer": "UNKNOWN"})
     msg_id = send(key, answer=LocalTransactionState.UNKNOWN).msg_id
-    monkeypatch.setenv("TXBROKER_CHECK_MAX", "1")
+    broker_setting("TXBROKER_CHECK_MAX", "1")
     Message.objects.filter(pk=msg_id).update(next_check_at=timezone.now() - timedelta(seconds=1))
     checkback.check_pass()
-    monkeypatch.delenv("TXBROKER_CHECK_MAX")
+    broker_setting("TXBROKER_CHECK_MAX", None)
     assert Message.objects.get(pk=msg_id).state == Message.State.DISCARDED
     return msg_id
 
@@ -87,14 +87,14 @@ class World:
 
 
 @pytest.fixture
-def world(transactional_db, broker_env, monkeypatch) -> World:
+def world(transactional_db, broker_env, broker_setting) -> World:
     """One message in each state, each with its own order key."""
     return World(
         committed=make_committed("order-ok"),
-        dead=make_dead("order-dead", monkeypatch),
+        dead=make_dead("order-dead", broker_setting),
         half=make_half("order-half"),
         rolled_back=make_rolled_back("order-rb"),
-        discarded=make_discarded("order-discarded", monkeypatch),
+        discarded=make_discarded("order-discarded", broker_setting),
     )
 
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import redis as redis_lib
@@ -55,7 +55,7 @@ def child_env(**extra: str) -> dict[str, str]:
         {
             "DATABASE_URL": test_database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -119,10 +119,30 @@ def redis_client() -> Iterator[redis_lib.Redis]:
 
 
 @pytest.fixture
-def broker_env(monkeypatch) -> dict[str, str]:
+def broker_setting(monkeypatch, settings) -> Callable[[str, Optional[str]], None]:
+    """``broker_setting(name, value)`` for this test: a ``TXBROKER_*`` Django setting in this
+    process (txbroker reads settings only) and the environment variable of the same name for
+    the processes the test starts (``config.settings`` maps it onto theirs); ``None`` goes
+    back to the default. Both are restored after the test."""
+
+    def put(name: str, value: Optional[str]) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+            if name.startswith("TXBROKER_") and hasattr(settings, name):
+                delattr(settings, name)
+            return
+        monkeypatch.setenv(name, value)
+        if name.startswith("TXBROKER_"):
+            setattr(settings, name, value)
+
+    return put
+
+
+@pytest.fixture
+def broker_env(broker_setting) -> dict[str, str]:
     """The fast TXBROKER_* intervals in this process too."""
     for key, value in FAST_BROKER_ENV.items():
-        monkeypatch.setenv(key, value)
+        broker_setting(key, value)
     return FAST_BROKER_ENV
 
 

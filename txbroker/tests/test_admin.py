@@ -298,11 +298,11 @@ def test_non_staff_cannot_reach_the_admin(client, world):
     assert response.status_code == 302 and "/admin/login/" in response.url
 
 
-def test_bulk_replay_and_resume_actions_confirm_first(admin_client, admin_user, world, monkeypatch):
+def test_bulk_replay_and_resume_actions_confirm_first(admin_client, admin_user, world, broker_setting):
     from txbroker.tests.operator_data import make_dead, make_discarded
 
-    second_dead = make_dead("order-dead-2", monkeypatch, tag="refund")
-    second_discarded = make_discarded("order-discarded-2", monkeypatch)
+    second_dead = make_dead("order-dead-2", broker_setting, tag="refund")
+    second_discarded = make_discarded("order-discarded-2", broker_setting)
     url = reverse(LIST)
 
     selection = {"action": "replay_selected", "_selected_action": [world.dead, second_dead], "index": "0"}
@@ -328,11 +328,11 @@ def test_bulk_replay_and_resume_actions_confirm_first(admin_client, admin_user, 
 
 # --- dead letters ----------------------------------------------------------------------------
 def test_dead_letter_queue_per_group_with_last_error_and_bulk_replay(
-    admin_client, admin_user, world, monkeypatch
+    admin_client, admin_user, world, broker_setting
 ):
     from txbroker.tests.operator_data import make_dead
 
-    refund_only = make_dead("order-dead-refund", monkeypatch, tag="refund")  # all + refund groups
+    refund_only = make_dead("order-dead-refund", broker_setting, tag="refund")  # all + refund groups
     url = reverse("admin:txbroker_deadletter_changelist")
     html = admin_client.get(url).content.decode()
     assert "test_pay_group</a>: <strong>1</strong>" in html

@@ -346,8 +346,8 @@ def test_commit_and_rollback_by_hand(staff, world):
     assert Message.objects.get(pk=world.half).state == "COMMITTED"
 
 
-def test_dead_letters_list_filter_and_bulk_replay(staff, world, monkeypatch):
-    refund_only = operator_data.make_dead("order-dead-refund", monkeypatch, tag="refund")
+def test_dead_letters_list_filter_and_bulk_replay(staff, world, broker_setting):
+    refund_only = operator_data.make_dead("order-dead-refund", broker_setting, tag="refund")
     body = staff.get(f"{API}/dead-letters/").json()
     assert set(body) == {"results", "next"}
     assert len(body["results"]) == 5

@@ -89,16 +89,16 @@ def site(live_server, plain_http) -> str:
 
 
 @pytest.fixture
-def dies_at_once(monkeypatch) -> None:
+def dies_at_once(broker_setting) -> None:
     """Before the worker starts: a failed delivery is dead at once (no retries), except in
     test_refund_group, whose own limit is 2 retries."""
-    monkeypatch.setenv("TXBROKER_MAX_RECONSUME_TIMES", "0")
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "0")
 
 
 @pytest.fixture
-def discarded(transactional_db, broker_env, monkeypatch) -> str:
+def discarded(transactional_db, broker_env, broker_setting) -> str:
     """Order 1002's message, DISCARDED before any worker runs: its checker never knew."""
-    return operator_data.make_discarded("order-1002", monkeypatch)
+    return operator_data.make_discarded("order-1002", broker_setting)
 
 
 def test_operator_finds_traces_replays_and_resumes_in_a_real_browser(

@@ -98,8 +98,8 @@ def test_replay_bad_input_is_a_command_error(world, args, error):
     assert snapshot() == before
 
 
-def test_bulk_dead_letter_replay_dry_run_then_by_group_and_since(world, monkeypatch):
-    refund_only = make_dead("order-dead-refund", monkeypatch, tag="refund")
+def test_bulk_dead_letter_replay_dry_run_then_by_group_and_since(world, broker_setting):
+    refund_only = make_dead("order-dead-refund", broker_setting, tag="refund")
     before = snapshot()
     assert "dry run: would replay 5 dead letter(s); nothing changed" in run(
         "txbroker_replay", "--dead", "--dry-run"
@@ -123,9 +123,9 @@ def test_bulk_dead_letter_replay_dry_run_then_by_group_and_since(world, monkeypa
 
 
 # --- resume ----------------------------------------------------------------------------------
-def test_resume_one_and_all(world, monkeypatch):
-    other = make_discarded("order-discarded-2", monkeypatch)
-    third = make_discarded("order-discarded-3", monkeypatch)
+def test_resume_one_and_all(world, broker_setting):
+    other = make_discarded("order-discarded-2", broker_setting)
+    third = make_discarded("order-discarded-3", broker_setting)
     out = run("txbroker_resume", world.discarded)
     assert "it is HALF again" in out
     assert Message.objects.get(pk=world.discarded).state == "HALF"
@@ -186,12 +186,12 @@ def test_stats_json_matches_the_api(world, admin_client):
 
 
 # --- purge -----------------------------------------------------------------------------------
-def test_purge_deletes_only_finished_old_messages_in_batches(transactional_db, broker_env, monkeypatch):
+def test_purge_deletes_only_finished_old_messages_in_batches(transactional_db, broker_env, broker_setting):
     old = timezone.now() - timedelta(days=10)
     done = [make_committed(f"old-ok-{i}") for i in range(3)]
     rolled = make_rolled_back("old-rb")
-    dead = make_dead("old-dead", monkeypatch)
-    discarded = make_discarded("old-discarded", monkeypatch)
+    dead = make_dead("old-dead", broker_setting)
+    discarded = make_discarded("old-discarded", broker_setting)
     half = operator_data.make_half("old-half")
     retrying = make_committed("old-retry")
     recent = make_committed("recent-ok")

@@ -15,8 +15,8 @@ from txbroker.tests.support.models import Effect, LocalRecord
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "txbroker"])
 
 
-def test_messages_live_on_the_broker_alias_and_effects_on_default(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_DATABASE", "txbroker")
+def test_messages_live_on_the_broker_alias_and_effects_on_default(broker_env, broker_setting):
+    broker_setting("TXBROKER_DATABASE", "txbroker")
     assert connections["txbroker"].settings_dict["NAME"] != connections["default"].settings_dict["NAME"]
 
     committed = send("alias-1", tag="pay")

@@ -65,8 +65,8 @@ def test_unknown_without_a_local_record_is_rolled_back_by_check_back(broker_env)
     assert deliveries(msg_id) == {}
 
 
-def test_a_young_message_is_not_checked_until_the_transaction_timeout(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_TRANSACTION_TIMEOUT", "60")
+def test_a_young_message_is_not_checked_until_the_transaction_timeout(broker_env, broker_setting):
+    broker_setting("TXBROKER_TRANSACTION_TIMEOUT", "60")
     msg_id = unknown("young")
 
     assert check_pass().checked == 0
@@ -82,8 +82,8 @@ def test_per_message_check_immunity_overrides_the_timeout(broker_env):
     assert check_pass().checked == 1
 
 
-def test_unknown_answers_wait_an_interval_then_discard_at_the_maximum_then_resume(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_CHECK_MAX", "3")
+def test_unknown_answers_wait_an_interval_then_discard_at_the_maximum_then_resume(broker_env, broker_setting):
+    broker_setting("TXBROKER_CHECK_MAX", "3")
     Plan.objects.create(key="stuck", check_answer="UNKNOWN")
     msg_id = unknown("stuck")
 
@@ -173,8 +173,8 @@ def test_late_commit_after_check_back_rolled_back_is_refused_and_leaves_no_deliv
     assert refused.detail == "commit by producer refused: the message is ROLLED_BACK"
 
 
-def test_concurrent_passes_never_check_one_message_twice(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_CHECK_BATCH_SIZE", "5")
+def test_concurrent_passes_never_check_one_message_twice(broker_env, broker_setting):
+    broker_setting("TXBROKER_CHECK_BATCH_SIZE", "5")
     ids = [unknown(f"many-{i}") for i in range(20)]
     make_due(*ids)
     reports = []
@@ -194,8 +194,8 @@ def test_concurrent_passes_never_check_one_message_twice(broker_env, monkeypatch
     assert TraceEvent.objects.filter(event="CHECK").count() == 20
 
 
-def test_a_pass_claims_bounded_batches_with_skip_locked(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_CHECK_BATCH_SIZE", "4")
+def test_a_pass_claims_bounded_batches_with_skip_locked(broker_env, broker_setting):
+    broker_setting("TXBROKER_CHECK_BATCH_SIZE", "4")
     make_due(*[unknown(f"b-{i}") for i in range(10)])
 
     with CaptureQueriesContext(connection) as ctx:

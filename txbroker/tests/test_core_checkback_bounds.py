@@ -55,8 +55,8 @@ def checker_replaced(checker):
 
 
 @pytest.fixture
-def check_timeout(broker_env, monkeypatch) -> float:
-    monkeypatch.setenv("TXBROKER_CHECK_TIMEOUT", "1")
+def check_timeout(broker_env, broker_setting) -> float:
+    broker_setting("TXBROKER_CHECK_TIMEOUT", "1")
     return 1.0
 
 
@@ -102,13 +102,13 @@ def test_a_checker_waiting_on_a_lock_is_cut_by_the_database_at_the_check_timeout
 
 
 def test_a_settled_message_is_committed_while_a_later_checker_still_blocks(
-    check_timeout, processes, monkeypatch
+    check_timeout, processes, broker_setting
 ):
     """Per-message transactions: the first message's COMMIT is visible (and its checker's
     locks gone) while the pass is still blocked on the next one; a producer's own commit
     of a message leased but not yet checked goes through at once, and the pass, having lost
     it, records nothing about it."""
-    monkeypatch.setenv("TXBROKER_CHECK_TIMEOUT", "6")
+    broker_setting("TXBROKER_CHECK_TIMEOUT", "6")
     first = unknown("first")
     Plan.objects.create(key="second", check_answer="BLOCK")
     second = unknown("second")
@@ -164,8 +164,8 @@ def test_a_soft_time_limit_ends_the_pass_and_is_not_an_answer(broker_env, monkey
     assert check_pass().outcomes == {"COMMITTED": 2}
 
 
-def test_a_pass_stops_cleanly_at_its_budget_and_gives_back_the_rest(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_CHECK_BATCH_SIZE", "50")
+def test_a_pass_stops_cleanly_at_its_budget_and_gives_back_the_rest(broker_env, broker_setting):
+    broker_setting("TXBROKER_CHECK_BATCH_SIZE", "50")
     ids = [unknown(f"budget-{i}") for i in range(6)]
 
     def slow(message):
@@ -184,8 +184,8 @@ def test_a_pass_stops_cleanly_at_its_budget_and_gives_back_the_rest(broker_env, 
     assert check_pass().outcomes == {"COMMITTED": report.released}
 
 
-def test_concurrent_passes_check_each_message_once_even_with_slow_checkers(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_CHECK_BATCH_SIZE", "3")
+def test_concurrent_passes_check_each_message_once_even_with_slow_checkers(broker_env, broker_setting):
+    broker_setting("TXBROKER_CHECK_BATCH_SIZE", "3")
     ids = [unknown(f"conc-{i}") for i in range(12)]
 
     def slow(message):

@@ -1,5 +1,5 @@
-"""Settings: typed defaults, environment overrides, loud errors; the database router; the
-periodic tasks; migrations in step with the models."""
+"""Settings: typed defaults, Django settings only (the project maps the environment), loud
+errors; the database router; the periodic tasks; migrations in step with the models."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from txbroker.routers import TxBrokerRouter
 from txbroker.schedule import CHECK_TASK_NAME, SWEEP_TASK_NAME, ensure_periodic_tasks
 
 
-def test_defaults_are_rocketmqs(monkeypatch):
+def test_defaults_are_rocketmqs(broker_setting):
     for name in ("TXBROKER_CHECK_INTERVAL", "TXBROKER_TRANSACTION_TIMEOUT", "TXBROKER_RETRY_DELAYS"):
-        monkeypatch.delenv(name, raising=False)
+        broker_setting(name, None)
     assert txsettings.CHECK_INTERVAL == 30
     assert txsettings.TRANSACTION_TIMEOUT == 6
     assert txsettings.CHECK_MAX == 15
@@ -46,14 +46,37 @@ def test_defaults_are_rocketmqs(monkeypatch):
     )
 
 
-def test_environment_beats_settings_beats_default(monkeypatch):
-    monkeypatch.delenv("TXBROKER_CHECK_MAX", raising=False)
+def test_txbroker_reads_django_settings_only_and_parses_text(monkeypatch, broker_setting):
+    broker_setting("TXBROKER_CHECK_MAX", None)
+    assert txsettings.CHECK_MAX == 15
+    monkeypatch.setenv("TXBROKER_CHECK_MAX", "7")  # the environment is the project's business
+    assert txsettings.CHECK_MAX == 15
     with override_settings(TXBROKER_CHECK_MAX=4):
         assert txsettings.CHECK_MAX == 4
-        monkeypatch.setenv("TXBROKER_CHECK_MAX", "7")
-        assert txsettings.CHECK_MAX == 7
-    monkeypatch.setenv("TXBROKER_RETRY_DELAYS", "1s, 2m 1h")
-    assert txsettings.RETRY_DELAYS == (1, 120, 3600)
+    with override_settings(TXBROKER_RETRY_DELAYS="1s, 2m 1h", TXBROKER_FASTPATH="off"):
+        assert txsettings.RETRY_DELAYS == (1, 120, 3600)
+        assert txsettings.FASTPATH is False
+
+
+def test_the_project_maps_every_txbroker_variable_onto_its_setting():
+    """config/settings/base.py: a TXBROKER_* variable becomes the Django setting (how the
+    README's variables, the chaos runs and the tests' child processes reach txbroker)."""
+    import subprocess
+    import sys
+
+    from txbroker.tests.processes import ROOT, child_env
+
+    code = "from txbroker.conf import txsettings; print(txsettings.CHECK_MAX, txsettings.RETRY_DELAYS)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=child_env(TXBROKER_CHECK_MAX="7", TXBROKER_RETRY_DELAYS="1s 2m"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "7 (1.0, 120.0)"
 
 
 @pytest.mark.parametrize(
@@ -66,8 +89,8 @@ def test_environment_beats_settings_beats_default(monkeypatch):
         ("TXBROKER_FAULTS", "after_half_stored=2"),
     ],
 )
-def test_bad_values_fail_loudly_naming_the_setting(monkeypatch, name, value):
-    monkeypatch.setenv(name, value)
+def test_bad_values_fail_loudly_naming_the_setting(broker_setting, name, value):
+    broker_setting(name, value)
     with pytest.raises(ImproperlyConfigured, match=name):
         getattr(txsettings, name.removeprefix("TXBROKER_"))
 
@@ -84,17 +107,17 @@ def test_durations_and_faults_parse():
     assert parse_faults("after_half_stored=0.05, handler_after_commit=0") == {"after_half_stored": 0.05}
 
 
-def test_fault_points_cost_nothing_when_unset(monkeypatch):
-    monkeypatch.delenv("TXBROKER_FAULTS", raising=False)
+def test_fault_points_cost_nothing_when_unset(broker_setting):
+    broker_setting("TXBROKER_FAULTS", None)
     faults.reset()
     faults.fault_point("after_half_stored")  # returns: nothing configured
     assert faults.active_faults() == {}
     faults.reset()
 
 
-def test_router_keeps_broker_tables_on_their_alias(monkeypatch):
+def test_router_keeps_broker_tables_on_their_alias(broker_setting):
     router = TxBrokerRouter()
-    monkeypatch.setenv("TXBROKER_DATABASE", "broker")
+    broker_setting("TXBROKER_DATABASE", "broker")
     from orders.models import Order  # any domain model
 
     assert router.db_for_write(Message) == "broker"
@@ -103,22 +126,22 @@ def test_router_keeps_broker_tables_on_their_alias(monkeypatch):
     assert router.allow_migrate("default", "txbroker") is False
     assert router.allow_migrate("broker", "orders") is False
     assert router.allow_migrate("default", "orders") is True
-    monkeypatch.setenv("TXBROKER_DATABASE", "default")
+    broker_setting("TXBROKER_DATABASE", "default")
     assert router.allow_migrate("default", "txbroker") is None
 
 
 @pytest.mark.django_db
-def test_periodic_tasks_are_created_once_and_synced_on_request(monkeypatch):
+def test_periodic_tasks_are_created_once_and_synced_on_request(broker_setting):
     from django_celery_beat.models import PeriodicTask
 
-    monkeypatch.setenv("TXBROKER_SWEEP_INTERVAL", "5")
+    broker_setting("TXBROKER_SWEEP_INTERVAL", "5")
     ensure_periodic_tasks()  # post_migrate ran it; a flushed test database may need it again
     assert ensure_periodic_tasks() == []
     tasks = {t.name: t for t in PeriodicTask.objects.filter(name__in=[CHECK_TASK_NAME, SWEEP_TASK_NAME])}
     assert tasks[CHECK_TASK_NAME].task == "txbroker.check_pass"
     assert tasks[SWEEP_TASK_NAME].interval.every == 5
 
-    monkeypatch.setenv("TXBROKER_SWEEP_INTERVAL", "2")
+    broker_setting("TXBROKER_SWEEP_INTERVAL", "2")
     assert ensure_periodic_tasks() == []  # an admin's edit is kept unless asked
     assert ensure_periodic_tasks(sync=True) == [f"synced {SWEEP_TASK_NAME} to every 2s"]
     assert PeriodicTask.objects.get(name=SWEEP_TASK_NAME).interval.every == 2

@@ -172,9 +172,9 @@ def test_worker_dying_after_the_handler_committed_does_not_double_the_effect(pro
 
 @pytest.mark.parametrize("target", ["worker", "pool process"])
 def test_worker_stopped_with_sigterm_mid_batch_finishes_or_releases_its_claims(
-    processes, beat, tmp_path, monkeypatch, target
+    processes, beat, tmp_path, broker_setting, target
 ):
-    monkeypatch.setenv("TXBROKER_CLAIM_TIMEOUT", "300")  # nothing may wait for it
+    broker_setting("TXBROKER_CLAIM_TIMEOUT", "300")  # nothing may wait for it
     Plan.objects.create(key="term-0", sleep_seconds=3)
     producer = processes(
         "producer", shell("from txbroker.tests.support.hang import send_plain; send_plain('term', 5)")

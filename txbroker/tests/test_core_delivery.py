@@ -125,8 +125,10 @@ def test_replay_of_a_succeeded_delivery_needs_force(broker_env):
         operations.replay(msg_id, group="no_such_group")
 
 
-def test_a_delivery_without_a_registered_consumer_retries_then_dies_with_the_reason(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_MAX_RECONSUME_TIMES", "0")
+def test_a_delivery_without_a_registered_consumer_retries_then_dies_with_the_reason(
+    broker_env, broker_setting
+):
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "0")
     msg_id = send("orphan", tag="pay").msg_id
     registry.unregister_consumer(topic=TOPIC, group="test_pay_group")
     try:
@@ -281,9 +283,9 @@ def test_a_stopping_worker_releases_what_it_claimed_but_did_not_start(broker_env
 
 
 def test_sweep_reclaims_expired_claims_and_enqueues_for_every_due_delivery(
-    broker_env, redis_client, monkeypatch
+    broker_env, redis_client, broker_setting
 ):
-    monkeypatch.setenv("TXBROKER_BATCH_SIZE", "4")
+    broker_setting("TXBROKER_BATCH_SIZE", "4")
     redis_client.flushdb()
     for i in range(5):
         send(f"w-{i}", tag="pay")  # 15 deliveries, plus 5 fast-path tasks

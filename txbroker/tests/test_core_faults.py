@@ -13,17 +13,17 @@ from txbroker.tests.helpers import effects, send
 
 
 @pytest.fixture
-def first_attempts_fail(monkeypatch, broker_env):
-    monkeypatch.setenv("TXBROKER_FAULTS", "handler_first_attempt_error=1")
+def first_attempts_fail(broker_setting, broker_env):
+    broker_setting("TXBROKER_FAULTS", "handler_first_attempt_error=1")
     faults.reset()
     yield
-    monkeypatch.delenv("TXBROKER_FAULTS")
+    broker_setting("TXBROKER_FAULTS", None)
     faults.reset()
 
 
-def test_the_point_parses_and_raises_only_when_set(monkeypatch):
+def test_the_point_parses_and_raises_only_when_set(broker_setting):
     assert parse_faults("handler_first_attempt_error=0.3") == {"handler_first_attempt_error": 0.3}
-    monkeypatch.delenv("TXBROKER_FAULTS", raising=False)
+    broker_setting("TXBROKER_FAULTS", None)
     faults.reset()
     faults.fault_error("handler_first_attempt_error")  # nothing configured: returns
     faults.reset()

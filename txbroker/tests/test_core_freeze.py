@@ -45,10 +45,10 @@ def thaw(pid: int) -> None:
 
 
 def test_a_worker_frozen_in_a_handler_delays_others_by_a_bounded_time_and_applies_nothing_twice(
-    beat, tmp_path, monkeypatch
+    beat, tmp_path, broker_setting
 ):
     for key, value in BOUNDS.items():
-        monkeypatch.setenv(key, value)
+        broker_setting(key, value)
     Shared.objects.create(name="balance")
     Plan.objects.create(key="frozen", shared_lock="balance", sleep_seconds=4)
     Plan.objects.create(key="neighbour", shared_lock="balance")
@@ -177,9 +177,9 @@ def test_a_check_pass_frozen_in_a_checker_leaves_the_message_to_another_pass(pro
 
 
 @pytest.fixture
-def worker_with_bounds(transactional_db, broker_env, clean_queue, tmp_path, monkeypatch):
+def worker_with_bounds(transactional_db, broker_env, clean_queue, tmp_path, broker_setting):
     for key, value in BOUNDS.items():
-        monkeypatch.setenv(key, value)
+        broker_setting(key, value)
     proc = start_worker(tmp_path, name="bounded", **BOUNDS)
     yield proc
     proc.stop()

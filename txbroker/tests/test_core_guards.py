@@ -21,8 +21,10 @@ from txbroker.tests.support.models import Effect, LocalRecord
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_worker_that_lost_its_claim_records_no_failure_no_dead_and_no_metric(broker_env, monkeypatch):
-    monkeypatch.setenv("TXBROKER_MAX_RECONSUME_TIMES", "0")  # its failure would be DEAD
+def test_a_worker_that_lost_its_claim_records_no_failure_no_dead_and_no_metric(
+    broker_env, monkeypatch, broker_setting
+):
+    broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "0")  # its failure would be DEAD
     send("lost", tag="other")
     token, batch = delivery.claim_due(10)
     assert delivery._start(batch[0], token) == 1
@@ -68,11 +70,11 @@ def test_release_traces_only_what_it_released(broker_env):
 
 @pytest.mark.django_db(transaction=True, databases=["default", "txbroker"])
 @pytest.mark.parametrize("alias", ["default", "txbroker"])
-def test_the_producer_refuses_to_run_inside_a_transaction_on_any_database(broker_env, monkeypatch, alias):
+def test_the_producer_refuses_to_run_inside_a_transaction_on_any_database(broker_env, broker_setting, alias):
     """With txbroker's tables on their own database, a caller inside atomic() on ``default``
     would turn the local transaction into a savepoint: the message would commit and the
     caller could still roll back the payment it announces."""
-    monkeypatch.setenv("TXBROKER_DATABASE", "txbroker")
+    broker_setting("TXBROKER_DATABASE", "txbroker")
     refused = pytest.raises(
         ConfigurationError, match=f"inside transaction.atomic\\(\\) on database '{alias}'"
     )

@@ -23,10 +23,10 @@ POISON_ENV = {
 
 
 def test_a_message_that_kills_its_worker_every_time_ends_dead_and_its_batch_mates_succeed(
-    beat, tmp_path, monkeypatch
+    beat, tmp_path, broker_setting
 ):
     for key, value in POISON_ENV.items():
-        monkeypatch.setenv(key, value)
+        broker_setting(key, value)
     Plan.objects.create(key="poison", kill_worker=True)
     # One batch: the poison first (oldest), ten innocent messages behind it.
     poison = send("poison", tag="refund").msg_id

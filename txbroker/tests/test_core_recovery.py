@@ -119,10 +119,10 @@ def test_worker_and_beat_carry_on_after_redis_loses_everything(worker, beat, red
 
 
 @pytest.mark.parametrize("target", ["worker", "pool process"])
-def test_sigterm_mid_batch_hands_the_batch_over_at_once(beat, tmp_path, monkeypatch, capsys, target):
+def test_sigterm_mid_batch_hands_the_batch_over_at_once(beat, tmp_path, broker_setting, capsys, target):
     """The stopped worker claimed a batch of 15 deliveries and runs the first (slow) one; a
     second worker is ready. Everything is done long before the claim timeout (300 s)."""
-    monkeypatch.setenv("TXBROKER_CLAIM_TIMEOUT", "300")
+    broker_setting("TXBROKER_CLAIM_TIMEOUT", "300")
     Plan.objects.create(key="handover-0", sleep_seconds=3)
     for i in range(5):
         send(f"handover-{i}", tag="pay")

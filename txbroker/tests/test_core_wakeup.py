@@ -33,17 +33,17 @@ def test_commits_share_one_queued_wake_up_until_a_task_starts(broker_env, clean_
     assert queued_tasks(redis_client) == 2  # a commit after the start publishes again
 
 
-def test_every_commit_publishes_when_coalescing_is_off(broker_env, clean_queue, redis_client, monkeypatch):
-    monkeypatch.setenv("TXBROKER_WAKEUP_COALESCE", "0")
+def test_every_commit_publishes_when_coalescing_is_off(broker_env, clean_queue, redis_client, broker_setting):
+    broker_setting("TXBROKER_WAKEUP_COALESCE", "0")
     for i in range(3):
         send(f"off-{i}")
     assert queued_tasks(redis_client) == 3
 
 
 def test_a_lost_wake_up_stops_suppressing_new_ones_after_its_ttl(
-    broker_env, clean_queue, redis_client, monkeypatch
+    broker_env, clean_queue, redis_client, broker_setting
 ):
-    monkeypatch.setenv("TXBROKER_WAKEUP_TTL", "0.2")
+    broker_setting("TXBROKER_WAKEUP_TTL", "0.2")
     send("ttl-1")
     redis_client.delete("celery")  # the queued task is lost; its mark is not
     assert queued_tasks(redis_client) == 0

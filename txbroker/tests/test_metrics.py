@@ -30,10 +30,10 @@ world = operator_data.world
 
 
 @pytest.fixture(autouse=True)
-def fresh_gauges(monkeypatch):
+def fresh_gauges(monkeypatch, broker_setting):
     """Gauges read at every scrape here (a test of the cache sets its own period), and no
     reading left over from another test."""
-    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "0")
+    broker_setting("TXBROKER_METRICS_CACHE_SECONDS", "0")
     monkeypatch.setattr(metrics, "_gauges", None)
 
 
@@ -72,10 +72,10 @@ def test_gauges_are_read_from_the_database(client, world):
     assert value(samples, "txbroker_deliveries", consumer_group="test_pay_group", status="PENDING") == 1
 
 
-def test_in_process_counters_and_histograms(client, transactional_db, broker_env, monkeypatch):
+def test_in_process_counters_and_histograms(client, transactional_db, broker_env, broker_setting):
     before = scrape(client)
     operator_data.make_committed("m-ok")
-    operator_data.make_dead("m-dead", monkeypatch, tag="other")  # test_all_group only, no retry
+    operator_data.make_dead("m-dead", broker_setting, tag="other")  # test_all_group only, no retry
     send("m-half", answer=LocalTransactionState.UNKNOWN, check_immunity_seconds=0)
     from txbroker import checkback
 
@@ -214,8 +214,8 @@ def broker_queries() -> CaptureQueriesContext:
     return CaptureQueriesContext(connections[broker_db()])
 
 
-def test_many_scrapes_read_the_database_gauges_once_per_period(client, world, monkeypatch):
-    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "30")
+def test_many_scrapes_read_the_database_gauges_once_per_period(client, world, monkeypatch, broker_setting):
+    broker_setting("TXBROKER_METRICS_CACHE_SECONDS", "30")
     clock = [1000.0]
     monkeypatch.setattr(metrics, "_clock", lambda: clock[0])
 
@@ -236,10 +236,10 @@ def test_many_scrapes_read_the_database_gauges_once_per_period(client, world, mo
     assert value(samples, "txbroker_messages", state="COMMITTED") == 2
 
 
-def test_cached_gauges_are_served_whatever_the_table_size(client, world, monkeypatch):
+def test_cached_gauges_are_served_whatever_the_table_size(client, world, broker_setting):
     """A timing-free bound: within the period a scrape costs no query, so it does not grow
     with the tables; the gauges it serves were read at the period's start."""
-    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "3600")
+    broker_setting("TXBROKER_METRICS_CACHE_SECONDS", "3600")
     before = scrape(client)
     operator_data.bulk_insert_messages(2000)
 

@@ -1,9 +1,15 @@
-"""Settings, 12-factor: everything that differs between machines comes from the environment.
+"""The settings every process shares, 12-factor: everything that differs between machines
+comes from the environment, read here with django-environ (and nowhere else: apps read
+Django settings only).
 
 With no environment at all the project runs on embedded defaults with no server:
 SQLite (WAL, busy timeout, IMMEDIATE transactions) and Celery's filesystem transport in
 ``var/``. ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...`` switch the
-same code to PostgreSQL and Redis.
+same code to PostgreSQL and Redis. ``config.settings`` adds the production hardening unless
+``DJANGO_DEBUG`` is on; ``config.settings.test`` is the test suite's.
+
+Nothing here touches the disk: folders are made by the processes that need them
+(``config.celery`` for the filesystem queue, ``collectstatic`` for static files).
 """
 
 from __future__ import annotations
@@ -12,26 +18,24 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
+import environ
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("DJANGO_VAR_DIR", BASE_DIR / "var"))
+env = environ.Env()
 
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env.str("DJANGO_VAR_DIR", default=str(BASE_DIR / "var")))
 
 
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+def env_seconds(name: str, default: float) -> float:
+    value = env.float(name, default=default)
+    if value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return value
 
 
-DEBUG = env_bool("DJANGO_DEBUG", default=False)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 # No default key outside DEBUG. The key is required where it is used: serving refuses to
 # start (config/serving.py, called by wsgi.py and asgi.py), `check --deploy` fails, and
 # Django refuses to sign anything with an empty key. Offline commands (migrate,
@@ -40,8 +44,8 @@ SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
 if not SECRET_KEY and DEBUG:
     SECRET_KEY = "django-insecure-local-development-only"
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -64,7 +68,7 @@ INSTALLED_APPS = [
     "notifications",
     # Extra apps from the environment: the test suite adds its support app this way, so
     # that worker processes it starts register the test consumers too.
-    *env_list("DJANGO_EXTRA_APPS"),
+    *env.list("DJANGO_EXTRA_APPS", default=[]),
 ]
 
 MIDDLEWARE = [
@@ -105,11 +109,11 @@ WSGI_APPLICATION = "config.wsgi.application"
 # --- Databases ----------------------------------------------------------------------------
 SQLITE_PATH = VAR_DIR / "db.sqlite3"
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
-        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
-        conn_health_checks=True,
-    )
+    "default": {
+        **env.db_url("DATABASE_URL", default=f"sqlite:///{SQLITE_PATH}"),
+        "CONN_MAX_AGE": env.int("DJANGO_CONN_MAX_AGE", default=60),
+        "CONN_HEALTH_CHECKS": True,
+    }
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share one file: WAL lets readers run beside the
@@ -124,16 +128,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 
 # txbroker's tables may live on their own alias, as a real broker would.
-TXBROKER_DATABASE_URL = os.environ.get("TXBROKER_DATABASE_URL")
-if TXBROKER_DATABASE_URL:
-    DATABASES["txbroker"] = dj_database_url.parse(TXBROKER_DATABASE_URL, conn_health_checks=True)
-
-
-def env_seconds(name: str, default: float) -> float:
-    value = float(os.environ.get(name, default))
-    if value < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-    return value
+if env.str("TXBROKER_DATABASE_URL", default=""):
+    DATABASES["txbroker"] = {**env.db_url("TXBROKER_DATABASE_URL"), "CONN_HEALTH_CHECKS": True}
 
 
 # Bounded waits on PostgreSQL, for every connection of web, worker and beat: a process that
@@ -205,22 +201,9 @@ LOGIN_URL = "/admin/login/"
 # and every forwarded header is the client's own word, ignored. N: the N-th address from
 # the right of X-Forwarded-For is the client (config.client_ip), for every throttle and the
 # login lockout alike, and X-Forwarded-Proto says whether the client used HTTPS.
-NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
 if NUM_PROXIES < 0:
     raise ValueError(f"DJANGO_NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
-
-# --- Production hardening (no effect on DEBUG runs) --------------------------------------
-if not DEBUG:
-    if NUM_PROXIES:
-        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    X_FRAME_OPTIONS = "DENY"
 
 # --- Logins: failed attempts lock out an address and a username (django-axes) --------------
 # Both the API's token endpoint and the admin's login form authenticate through Django's
@@ -234,7 +217,7 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-LOGIN_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_FAILURE_LIMIT = env.int("DJANGO_LOGIN_FAILURE_LIMIT", default=5)
 LOGIN_COOLOFF = env_seconds("DJANGO_LOGIN_COOLOFF_SECONDS", 900)
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF)
@@ -277,11 +260,11 @@ REST_FRAMEWORK = {
     # every process shares them).
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
-        "orders": os.environ.get("DJANGO_THROTTLE_ORDERS_RATE", "60/minute"),
-        "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
+        "auth_token": env.str("DJANGO_THROTTLE_AUTH_TOKEN_RATE", default="20/minute"),
+        "orders": env.str("DJANGO_THROTTLE_ORDERS_RATE", default="60/minute"),
+        "payments": env.str("DJANGO_THROTTLE_PAYMENTS_RATE", default="120/minute"),
         # Verification codes sent by PUT /api/notifications/phone/, per user.
-        "phone_code": os.environ.get("DJANGO_THROTTLE_PHONE_CODE_RATE", "5/hour"),
+        "phone_code": env.str("DJANGO_THROTTLE_PHONE_CODE_RATE", default="5/hour"),
     },
     # DRF's own rule for a client's address; config.client_ip applies the same one.
     "NUM_PROXIES": NUM_PROXIES,
@@ -325,7 +308,7 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Celery ----------------------------------------------------------------------------------
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue = CELERY_QUEUE_DIR / "queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -335,7 +318,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         # The folder is polled (kombu's default: every second, which was most of a delivery's
         # latency in the embedded bench); listing a small folder ten times a second is cheap.
-        "polling_interval": float(os.environ.get("CELERY_FILESYSTEM_POLLING_INTERVAL", "0.1")),
+        "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.1),
     }
 else:
     # Tasks are only wake-ups: the database holds every delivery, and the sweep re-enqueues
@@ -358,7 +341,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # short task's cost (see the bench). Reuse the connection across 500 tasks instead; Django's
 # CONN_MAX_AGE and health checks still retire old or broken ones (txbroker's tasks call
 # close_old_connections, as a request would).
-CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "500"))
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
@@ -367,7 +350,7 @@ CELERY_TIMEZONE = TIME_ZONE
 # Shared by every web process, so a limit holds across gunicorn workers: Redis (REDIS_URL, or
 # the Celery broker's Redis). Without Redis (the embedded defaults) a per-process locmem cache:
 # each process then counts on its own, which is fine for one local process only.
-CACHE_REDIS_URL = os.environ.get("REDIS_URL") or (
+CACHE_REDIS_URL = env.str("REDIS_URL", default="") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 if CACHE_REDIS_URL:
@@ -383,7 +366,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Request bodies: every API body is a few hundred bytes; refuse big ones early (400).
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", str(256 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 
 # --- Logging -----------------------------------------------------------------------------------
 LOGGING = {
@@ -391,56 +374,60 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _folder in ("queue", "control"):
-        (CELERY_QUEUE_DIR / _folder).mkdir(parents=True, exist_ok=True)
-
 # --- Order-payment apps -----------------------------------------------------------------------
 # The payment gateway and the SMS provider, pluggable like EMAIL_BACKEND.
-PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
+PAYMENTS_GATEWAY_BACKEND = env.str("PAYMENTS_GATEWAY_BACKEND", default="payments.gateways.SimulatedGateway")
 # The simulated gateway approves any amount: with DEBUG off, web, worker and beat refuse to
 # start with it (and `check --deploy` reports an Error) unless this says the operator chose it
 # knowingly (tests, chaos and bench runs).
-PAYMENTS_ALLOW_SIMULATED_GATEWAY = env_bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", default=False)
+PAYMENTS_ALLOW_SIMULATED_GATEWAY = env.bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", default=False)
 # Seconds a duplicate payment request waits for the one holding the order's charge.
-PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
+PAYMENTS_IN_PROGRESS_WAIT = env_seconds("PAYMENTS_IN_PROGRESS_WAIT", 10)
 # Charge reconciliation (payments.reconciliation.charge_reconcile_stale, a beat task): a
 # charge left PENDING or APPROVED longer than RECONCILE_AFTER seconds (database time) belongs
 # to a payment whose process died; it is settled with the gateway. A charge the gateway does
 # not know is closed only once older than PAYMENTS_GATEWAY_TIMEOUT; keep RECONCILE_AFTER
 # above the usual gateway call, or reconciliation asks about live payments for nothing.
-PAYMENTS_CHARGE_RECONCILE_AFTER = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_AFTER", "60"))
-PAYMENTS_CHARGE_RECONCILE_INTERVAL = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_INTERVAL", "30"))
-PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = int(os.environ.get("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", "50"))
+PAYMENTS_CHARGE_RECONCILE_AFTER = env_seconds("PAYMENTS_CHARGE_RECONCILE_AFTER", 60)
+PAYMENTS_CHARGE_RECONCILE_INTERVAL = env_seconds("PAYMENTS_CHARGE_RECONCILE_INTERVAL", 30)
+PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = env.int("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", default=50)
 # How long a payment keeps trying to record itself after losing its database session (a
 # cut connection, a server restart); below TXBROKER_TRANSACTION_TIMEOUT (6 s by default).
-PAYMENTS_RECORD_RETRY_SECONDS = float(os.environ.get("PAYMENTS_RECORD_RETRY_SECONDS", "3"))
+PAYMENTS_RECORD_RETRY_SECONDS = env_seconds("PAYMENTS_RECORD_RETRY_SECONDS", 3)
 # The longest a gateway call may take (payments.gateways.gateway_timeout): backends give up
 # after it (their client-side timeout), and reconciliation closes a charge the gateway does
 # not know only once it is older than this (younger, the call may still be in flight).
-PAYMENTS_GATEWAY_TIMEOUT = float(os.environ.get("PAYMENTS_GATEWAY_TIMEOUT", "30"))
+PAYMENTS_GATEWAY_TIMEOUT = env_seconds("PAYMENTS_GATEWAY_TIMEOUT", 30)
 # How long reconciliation keeps asking the gateway about charges closed without its answer
 # (not found, or a timed-out call): an approval found meanwhile makes them ABANDONED (to refund).
-PAYMENTS_CHARGE_RECHECK_WINDOW = float(os.environ.get("PAYMENTS_CHARGE_RECHECK_WINDOW", "86400"))
+PAYMENTS_CHARGE_RECHECK_WINDOW = env_seconds("PAYMENTS_CHARGE_RECHECK_WINDOW", 86400)
 # Seconds each call to the simulated gateway takes (tests and demos of slow gateways).
-PAYMENTS_SIMULATED_GATEWAY_LATENCY = float(os.environ.get("PAYMENTS_SIMULATED_GATEWAY_LATENCY", "0"))
-NOTIFICATIONS_SMS_BACKEND = os.environ.get(
-    "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
+PAYMENTS_SIMULATED_GATEWAY_LATENCY = env_seconds("PAYMENTS_SIMULATED_GATEWAY_LATENCY", 0)
+NOTIFICATIONS_SMS_BACKEND = env.str(
+    "NOTIFICATIONS_SMS_BACKEND", default="notifications.backends.ConsoleSmsBackend"
 )
-NOTIFICATIONS_SMS_FILE_PATH = os.environ.get("NOTIFICATIONS_SMS_FILE_PATH", str(VAR_DIR / "sms.jsonl"))
+NOTIFICATIONS_SMS_FILE_PATH = env.str("NOTIFICATIONS_SMS_FILE_PATH", default=str(VAR_DIR / "sms.jsonl"))
 # The same for the simulated SMS backends (console, file, in-memory): they send nothing.
-NOTIFICATIONS_ALLOW_CONSOLE_SMS = env_bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=False)
+NOTIFICATIONS_ALLOW_CONSOLE_SMS = env.bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=False)
 # Phone verification: a code sent to a newly set number lasts this long and takes this many
 # wrong guesses before it is spent (set the number again for a new one).
 NOTIFICATIONS_PHONE_CODE_TTL = env_seconds("NOTIFICATIONS_PHONE_CODE_TTL", 600)
-NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS = int(os.environ.get("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", "5"))
+NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS = env.int("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", default=5)
 
 # --- Operator endpoints -------------------------------------------------------------------------
 # /metrics answers loopback clients only; with a token set, it answers whoever sends
 # `Authorization: Bearer <token>` instead (and nobody without it).
-METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+
+# --- txbroker -------------------------------------------------------------------------------
+# txbroker reads Django settings only (its defaults live in txbroker.conf). Every TXBROKER_*
+# variable of the environment becomes the Django setting of the same name, so operators and
+# the test and chaos harnesses shorten intervals without editing code; txbroker parses the
+# text and says what is wrong with a bad value. TXBROKER_DATABASE_URL is this file's own.
+for _name, _value in os.environ.items():
+    if _name.startswith("TXBROKER_") and _name != "TXBROKER_DATABASE_URL":
+        globals()[_name] = _value
