@@ -102,11 +102,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--slow-check-share", type=float, default=0.1, help="share of checker calls that block"
         )
+        # Shortened for the run like the retry delays: each attempt of a poison delivery
+        # kills a pool process and stalls its batch-mates for a claim timeout.
         parser.add_argument(
             "--max-reconsume-times",
             type=int,
-            default=0,
-            help="TXBROKER_MAX_RECONSUME_TIMES of the processes (0: txbroker's default)",
+            default=5,
+            help="TXBROKER_MAX_RECONSUME_TIMES of the processes (default 5; 0: txbroker's own, 16)",
         )
         parser.add_argument("--web-workers", type=int, default=4)
         parser.add_argument("--web-threads", type=int, default=4)
