@@ -154,16 +154,21 @@ class Cluster:
 
     def sigkill_celery(
         self, rng: random.Random, *, main_share: float = 0.2, spare: frozenset[int] = frozenset()
-    ) -> str:
+    ) -> str | None:
         """SIGKILL a random Celery worker process: usually a pool process (the worker forks
-        another; never one of ``spare``), sometimes a worker's main process (the supervisor
-        restarts it)."""
+        another), sometimes a worker's main process (the supervisor restarts it). Never one
+        of ``spare`` (the frozen ones: a freeze has its own end), nor the main process of a
+        worker that has one (its group dies with it). None when nothing was killed."""
         with self._lock:
             managed = rng.choice(self.of_role("worker"))
-            children = [pid for pid in managed.proc.children() if pid not in spare]
-            if children and rng.random() >= main_share:
+            pool = managed.proc.children()
+            children = [pid for pid in pool if pid not in spare]
+            holds_frozen = len(children) < len(pool)
+            if children and (holds_frozen or rng.random() >= main_share):
                 self._sigkill(rng.choice(children), f"injector SIGKILL of a {managed.name} pool process")
                 return "sigkill_celery_pool_process"
+            if holds_frozen:
+                return None
             self._sigkill(managed.proc.main_pid, f"injector SIGKILL of {managed.name}'s main process")
             return "sigkill_celery_worker_main"
 

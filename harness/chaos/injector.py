@@ -167,7 +167,9 @@ class Injector:
             spare = frozenset(w.pid for w in self._frozen())
             if self.cluster.sigkill_web_worker(self.rng, spare=spare):
                 self._note("sigkill_gunicorn_worker")
-            self._note(self.cluster.sigkill_celery(self.rng, spare=spare))
+            killed = self.cluster.sigkill_celery(self.rng, spare=spare)
+            if killed:
+                self._note(killed)
         elif kind == "redis-wipe":
             dropped = redis_wipe(self.redis_url, whole_server=self.redis_whole_server)
             self._note("redis_flushall")

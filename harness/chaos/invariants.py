@@ -376,20 +376,20 @@ def _false_rollbacks(
                 explained.append(f"{msg_id} (producer pid {pid}, {end - start:.1f}s): {'; '.join(reasons)}")
             continue
         counts["false"] += 1
-        cause = _rollback_cause(trace[msg_id], rolled_at)
-        causes[cause.split(":")[0]] += 1
+        faults = [
+            f"{kind} at +{t - start:.1f}s"
+            for t, kind in timeline
+            if start - 1 <= t <= end
+            and kind not in ("sigkill_celery_pool_process", "sigkill_gunicorn_worker")
+        ]
+        faults += [
+            f"PostgreSQL down from +{at - start:.1f}s to +{(up or end) - start:.1f}s"
+            for at, up in crashes
+            if at <= end and (up is None or up >= start)
+        ]
+        kind, cause = _rollback_cause(trace[msg_id], rolled_at, faults)
+        causes[kind] += 1
         if len(examples) < 10:
-            faults = [
-                f"{kind} at +{t - start:.1f}s"
-                for t, kind in timeline
-                if start - 1 <= t <= end
-                and kind not in ("sigkill_celery_pool_process", "sigkill_gunicorn_worker")
-            ]
-            faults += [
-                f"PostgreSQL down from +{at - start:.1f}s to +{(up or end) - start:.1f}s"
-                for at, up in crashes
-                if at <= end and (up is None or up >= start)
-            ]
             key = (keys.get(msg_id) or [""])[0]
             examples.append(
                 f"{msg_id} ({key}), producer pid {pid}, rolled back {end - start:.1f}s after storing: "
@@ -398,16 +398,21 @@ def _false_rollbacks(
     return {**dict(counts), "false_by_cause": dict(causes), "explained_examples": explained}, examples
 
 
-def _rollback_cause(events: list[tuple[Any, str, str]], rolled_at) -> str:
-    """What the message's trace says about a producer that was alive: its local
-    transaction lost its database session, answered late, or never answered."""
+def _rollback_cause(events: list[tuple[Any, str, str]], rolled_at, faults: list[str]) -> tuple[str, str]:
+    """What the message's trace (and the faults of its span) say about a producer that was
+    alive: its local transaction lost its database session (a traceback naming it, or an
+    UNKNOWN answer while PostgreSQL was cut or down), answered late, or never answered."""
     answers = [(at, d) for at, e, d in events if e == "LOCAL_TRANSACTION"]
     if not answers:
-        return "no answer from the local transaction (the producer never ended it)"
+        return "no_answer", "no answer from the local transaction (the producer never ended it)"
     at, detail = answers[0]
     lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
-    last = lines[-1][:160] if lines else ""
-    if any(name in detail for name in SESSION_LOST):
-        return f"local transaction lost its database session: {lines[0]}: {last}"
+    first, last = (lines[0], lines[-1][:160]) if lines else ("?", "")
+    database_faults = [f for f in faults if f.startswith(("pg_terminate_backend", "pg_crash", "PostgreSQL"))]
+    if any(name in detail for name in SESSION_LOST) or (first.startswith("UNKNOWN") and database_faults):
+        return "session_lost", (
+            f"local transaction lost its database session ({', '.join(database_faults) or last}) "
+            f"and answered {first}; the checker found no record"
+        )
     when = "after" if at > rolled_at else "before"
-    return f"local transaction answered {lines[0] if lines else '?'} {when} the rollback: {last}"
+    return f"answered_{when}", f"local transaction answered {first} {when} the rollback: {last}"
