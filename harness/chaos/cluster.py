@@ -158,19 +158,24 @@ class Cluster:
         """SIGKILL a random Celery worker process: usually a pool process (the worker forks
         another), sometimes a worker's main process (the supervisor restarts it). Never one
         of ``spare`` (the frozen ones: a freeze has its own end), nor the main process of a
-        worker that has one (its group dies with it). None when nothing was killed."""
+        worker that has one (its group dies with it): another worker's main process then,
+        or a pool process. None when nothing was killed."""
         with self._lock:
-            managed = rng.choice(self.of_role("worker"))
-            pool = managed.proc.children()
-            children = [pid for pid in pool if pid not in spare]
-            holds_frozen = len(children) < len(pool)
-            if children and (holds_frozen or rng.random() >= main_share):
+            workers = self.of_role("worker")
+            managed = rng.choice(workers)
+            children = [pid for pid in managed.proc.children() if pid not in spare]
+            if children and rng.random() >= main_share:
                 self._sigkill(rng.choice(children), f"injector SIGKILL of a {managed.name} pool process")
                 return "sigkill_celery_pool_process"
-            if holds_frozen:
-                return None
-            self._sigkill(managed.proc.main_pid, f"injector SIGKILL of {managed.name}'s main process")
-            return "sigkill_celery_worker_main"
+            free = [m for m in workers if not spare.intersection(m.proc.children())]
+            if free:
+                target = managed if managed in free else rng.choice(free)
+                self._sigkill(target.proc.main_pid, f"injector SIGKILL of {target.name}'s main process")
+                return "sigkill_celery_worker_main"
+            if children:
+                self._sigkill(rng.choice(children), f"injector SIGKILL of a {managed.name} pool process")
+                return "sigkill_celery_pool_process"
+            return None
 
     def freeze_candidates(self) -> dict[int, str]:
         """pid -> what it is, for the processes a freeze may stop: gunicorn workers and

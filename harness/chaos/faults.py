@@ -25,7 +25,7 @@ FAULT_KINDS = ("kill", "redis-wipe", "pg-cut", "freeze", "pg-crash", "skew", "po
 # A frozen process is thawed after a random time in this range (times --freeze-scale).
 FREEZE_SECONDS = (30.0, 120.0)
 # Frozen at once, at most (the one kept frozen until the load ends included).
-FREEZE_AT_ONCE = 3
+FREEZE_AT_ONCE = 4
 # Which managed processes run with a skewed clock.
 SKEWED_PROCESSES = ("worker2", "beat")
 UNKNOWN_FAULT = "unknown fault kind {kind!r}; choose from {choices} (or 'all')"

@@ -37,9 +37,14 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
         "--freeze-scale=0.1",  # frozen 3-12 s
         "--pg-crash-every=8",
         "--pg-crash-down=1",
-        "--poison-share=0.05",  # message ids are random: about 4 poison messages
+        # Message ids are random: some 6 poison messages of 80 (none: 1 run in 1,000).
+        "--poison-share=0.08",
         "--slow-check-share=0.3",
-        "--max-reconsume-times=3",  # a poison delivery is DEAD after 4 attempts
+        # A poison delivery is DEAD after 4 attempts; a healthy one fails 4 in a row with
+        # handler_before_commit halved (about 1 run in 100 would end one DEAD otherwise).
+        "--max-reconsume-times=3",
+        "--fault-points=after_half_stored=0.05,after_local_transaction=0.05,handler_before_commit=0.05,"
+        "handler_after_commit=0.05,handler_first_attempt_error=0.3",
         "--seed=5",
         f"--json={report_path}",
         f"--run-dir={tmp_path}",
