@@ -12,9 +12,10 @@ SMS against a task published twice.
 
 A poison payment (``poison_message`` in TXBROKER_FAULTS, picked by order id) kills the
 worker in each of its three tasks. Acknowledged on start, each task is simply gone: its
-effect is lost and nothing records it. (With ``acks_late`` and
-``task_reject_on_worker_lost`` Celery would instead redeliver it forever, killing a pool
-process each time: there is no attempt count to stop it.)
+effect is lost and nothing records it. With ``acks_late`` alone Celery acknowledges a task
+whose worker died just the same (lost too); with ``task_reject_on_worker_lost`` as well
+(this project's setting for its own tasks) it requeues it, and a poison task comes back
+forever, killing a pool process each time: nothing counts its attempts.
 """
 
 from __future__ import annotations
