@@ -1,5 +1,6 @@
 # `make run`: the whole system on embedded defaults (SQLite + Celery filesystem transport),
-# no server needed. `make test`: lint + the whole suite on PostgreSQL and Redis.
+# no server needed. `make test`: lint + the whole suite on PostgreSQL and Redis (the
+# property-based tests seeded: every run draws the same examples).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ DEMO_PASSWORD ?= admin-demo-password
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run setup test lint chaos bench bench-db bench-embedded bench-history bench-memory clean
+.PHONY: run setup test fuzz lint chaos bench bench-db bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +30,7 @@ setup: $(VENV)/.runtime
 	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --no-input
 	DJANGO_DEBUG=1 $(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	DJANGO_DEBUG=1 $(BIN)/python manage.py txbroker_schedule
-	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_superuser --username $(DEMO_USER) --password $(DEMO_PASSWORD)
+	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_superuser --username $(DEMO_USER) --password $(DEMO_PASSWORD) --exists-ok
 
 run: setup
 	@echo ""
@@ -49,6 +50,19 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev lint
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make fuzz`: the property-based tests (schemathesis on every API operation, hypothesis)
+# with a random seed and FUZZ_MAX_EXAMPLES examples per operation (or test); not part of
+# `make test`. The seed is printed: `make fuzz FUZZ_SEED=<seed>` repeats a run.
+FUZZ_MAX_EXAMPLES ?= 200
+FUZZ_TESTS ?= config/tests/test_api_fuzz.py points/tests/test_services.py
+ifndef FUZZ_SEED
+FUZZ_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+fuzz: $(VENV)/.dev
+	@echo "fuzz seed: $(FUZZ_SEED) (make fuzz FUZZ_SEED=$(FUZZ_SEED) repeats this run)"
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) \
+		$(BIN)/python -m pytest --hypothesis-profile=fuzz --hypothesis-seed=$(FUZZ_SEED) $(FUZZ_TESTS) $(PYTEST_ARGS)
 
 # `make chaos`: 1,000 payments over HTTP to gunicorn + two Celery workers + beat under every
 # fault kind: processes SIGKILLed and frozen, Redis wiped, PostgreSQL connections cut and the

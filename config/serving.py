@@ -1,4 +1,5 @@
-"""What a serving process (gunicorn, runserver, an ASGI server) needs before it starts."""
+"""What a serving process (gunicorn, runserver, an ASGI server) needs before it starts, and
+what every long-running process (web, Celery worker and beat) refuses to start with."""
 
 from __future__ import annotations
 
@@ -22,3 +23,20 @@ def check_secret_key_set(app_configs=None, **kwargs) -> list[checks.CheckMessage
     if getattr(settings, "SECRET_KEY_MISSING", False):
         return [checks.Error(MISSING_SIGNING_KEY_ERROR, id="config.E001")]
     return []
+
+
+def simulation_refusals() -> list[str]:
+    """Why the configured payment gateway or SMS backend may not run here: a simulation with
+    DEBUG off and without its PAYMENTS_ALLOW_SIMULATED_GATEWAY / NOTIFICATIONS_ALLOW_CONSOLE_SMS."""
+    from notifications.backends import simulated_sms_refusal
+    from payments.gateways import simulated_gateway_refusal
+
+    return [refusal for refusal in (simulated_gateway_refusal(), simulated_sms_refusal()) if refusal]
+
+
+def refuse_simulations() -> None:
+    """Raise ImproperlyConfigured when :func:`simulation_refusals` names anything: called
+    at start-up by the web entry points (wsgi.py, asgi.py) and Celery's worker and beat."""
+    refusals = simulation_refusals()
+    if refusals:
+        raise ImproperlyConfigured(" ".join(refusals))

@@ -9,6 +9,7 @@ same code to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -52,6 +53,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "django_celery_beat",
     "txbroker",
     "orders",
@@ -64,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body declared larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused unread.
+    "config.middleware.RequestBodyLimit",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -72,6 +78,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last: turns an admin login refused by the lockout into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -190,9 +199,20 @@ STORAGES = {
 }
 LOGIN_URL = "/admin/login/"
 
+# --- Clients behind proxies -----------------------------------------------------------------
+# How many reverse proxies in front of Django append to X-Forwarded-For and set
+# X-Forwarded-Proto. 0 (the default): none, a client's address is the socket's REMOTE_ADDR
+# and every forwarded header is the client's own word, ignored. N: the N-th address from
+# the right of X-Forwarded-For is the client (config.client_ip), for every throttle and the
+# login lockout alike, and X-Forwarded-Proto says whether the client used HTTPS.
+NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+if NUM_PROXIES < 0:
+    raise ValueError(f"DJANGO_NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
+
 # --- Production hardening (no effect on DEBUG runs) --------------------------------------
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if NUM_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -202,23 +222,69 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# --- Logins: failed attempts lock out an address and a username (django-axes) --------------
+# Both the API's token endpoint and the admin's login form authenticate through Django's
+# authenticate(), which axes watches. After LOGIN_FAILURE_LIMIT failures from one address, or
+# for one username from anywhere, within LOGIN_COOLOFF seconds, logins from that address or
+# for that username are refused (API: 429 JSON; admin: the 429 lockout page) even with the
+# right password, until the cool-off ends or an operator lifts it (admin "Access attempts",
+# or `manage.py axes_reset_ip ADDRESS` / `axes_reset_username NAME` / `axes_reset`). Attempts
+# are kept in the database, so a cache (Redis) outage does not lift a lockout.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_COOLOFF = env_seconds("DJANGO_LOGIN_COOLOFF_SECONDS", 900)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one locks
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.logins.lockout_response"
+# An attempt while locked out does not restart the cool-off: it ends when announced.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success never clears failures: an attacker's own account must not reset the address's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
+
+# --- API tokens ------------------------------------------------------------------------------
+# A token (rest_framework.authtoken's, one per user) expires TOKEN_TTL seconds after it was
+# issued; POST /api/auth/token/ then issues a new one, POST /api/auth/token/revoke/ ends it
+# early, and an operator can delete it in the admin (Auth Token > Tokens).
+TOKEN_TTL = env_seconds("DJANGO_TOKEN_TTL", 86400)
+if not TOKEN_TTL:
+    raise ValueError("DJANGO_TOKEN_TTL must be a number of seconds > 0")
+
 # --- REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON request bodies only: what the schema documents (a form's "0" is not a boolean).
+    "DEFAULT_PARSER_CLASSES": ["config.api.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.api.ContentNegotiation",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Documents the generic answers (400, 401, 403, 406, 415, 429) where they can occur.
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "config.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Only views with a ``throttle_scope`` are throttled: the token and payment endpoints.
-    # Counters live in the cache below (Redis when there is one, so every process shares them).
+    # Only views with a ``throttle_scope`` are throttled: the token endpoint (per client
+    # address), order creation and payments (per user), and the phone endpoint's PUT (per
+    # user: it sends an SMS). Counters live in the cache below (Redis when there is one, so
+    # every process shares them).
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth_token": os.environ.get("DJANGO_THROTTLE_AUTH_TOKEN_RATE", "20/minute"),
+        "orders": os.environ.get("DJANGO_THROTTLE_ORDERS_RATE", "60/minute"),
         "payments": os.environ.get("DJANGO_THROTTLE_PAYMENTS_RATE", "120/minute"),
+        # Verification codes sent by PUT /api/notifications/phone/, per user.
+        "phone_code": os.environ.get("DJANGO_THROTTLE_PHONE_CODE_RATE", "5/hour"),
     },
+    # DRF's own rule for a client's address; config.client_ip applies the same one.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "txbroker order-payment API",
@@ -226,6 +292,35 @@ SPECTACULAR_SETTINGS = {
     "transactional messages, and the broker's operator API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from this site's static files (drf-spectacular-sidecar): the docs
+    # work offline and load nothing from a CDN, which the Content-Security-Policy forbids.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# Scripts only from this site's static files: the admin has no inline script, Swagger UI's
+# start-up script is served as a file (config.urls uses drf-spectacular's split view), ReDoc
+# is started by its own bundle. Inline styles stay allowed: the admin, Swagger UI, ReDoc and
+# the dashboard's SVG charts use style attributes, which no nonce or hash can cover.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        # ReDoc runs its search in a worker made from a blob: URL.
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------------
@@ -308,16 +403,44 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # --- Order-payment apps -----------------------------------------------------------------------
 # The payment gateway and the SMS provider, pluggable like EMAIL_BACKEND.
 PAYMENTS_GATEWAY_BACKEND = os.environ.get("PAYMENTS_GATEWAY_BACKEND", "payments.gateways.SimulatedGateway")
+# The simulated gateway approves any amount: with DEBUG off, web, worker and beat refuse to
+# start with it (and `check --deploy` reports an Error) unless this says the operator chose it
+# knowingly (tests, chaos and bench runs).
+PAYMENTS_ALLOW_SIMULATED_GATEWAY = env_bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", default=False)
 # Seconds a duplicate payment request waits for the one holding the order's charge.
 PAYMENTS_IN_PROGRESS_WAIT = float(os.environ.get("PAYMENTS_IN_PROGRESS_WAIT", "10"))
-# Charge reconciliation (payments.services.charge_reconcile_stale, a beat task): a charge left
-# PENDING or APPROVED longer than RECONCILE_AFTER seconds belongs to a payment whose process
-# died; it is settled with the gateway. Keep RECONCILE_AFTER well above the slowest gateway
-# call: a live payment still working on a charge that old loses it to reconciliation.
+# Charge reconciliation (payments.reconciliation.charge_reconcile_stale, a beat task): a
+# charge left PENDING or APPROVED longer than RECONCILE_AFTER seconds (database time) belongs
+# to a payment whose process died; it is settled with the gateway. A charge the gateway does
+# not know is closed only once older than PAYMENTS_GATEWAY_TIMEOUT; keep RECONCILE_AFTER
+# above the usual gateway call, or reconciliation asks about live payments for nothing.
 PAYMENTS_CHARGE_RECONCILE_AFTER = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_AFTER", "60"))
 PAYMENTS_CHARGE_RECONCILE_INTERVAL = float(os.environ.get("PAYMENTS_CHARGE_RECONCILE_INTERVAL", "30"))
 PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = int(os.environ.get("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", "50"))
+# How long a payment keeps trying to record itself after losing its database session (a
+# cut connection, a server restart); below TXBROKER_TRANSACTION_TIMEOUT (6 s by default).
+PAYMENTS_RECORD_RETRY_SECONDS = float(os.environ.get("PAYMENTS_RECORD_RETRY_SECONDS", "3"))
+# The longest a gateway call may take (payments.gateways.gateway_timeout): backends give up
+# after it (their client-side timeout), and reconciliation closes a charge the gateway does
+# not know only once it is older than this (younger, the call may still be in flight).
+PAYMENTS_GATEWAY_TIMEOUT = float(os.environ.get("PAYMENTS_GATEWAY_TIMEOUT", "30"))
+# How long reconciliation keeps asking the gateway about charges closed without its answer
+# (not found, or a timed-out call): an approval found meanwhile makes them ABANDONED (to refund).
+PAYMENTS_CHARGE_RECHECK_WINDOW = float(os.environ.get("PAYMENTS_CHARGE_RECHECK_WINDOW", "86400"))
+# Seconds each call to the simulated gateway takes (tests and demos of slow gateways).
+PAYMENTS_SIMULATED_GATEWAY_LATENCY = float(os.environ.get("PAYMENTS_SIMULATED_GATEWAY_LATENCY", "0"))
 NOTIFICATIONS_SMS_BACKEND = os.environ.get(
     "NOTIFICATIONS_SMS_BACKEND", "notifications.backends.ConsoleSmsBackend"
 )
 NOTIFICATIONS_SMS_FILE_PATH = os.environ.get("NOTIFICATIONS_SMS_FILE_PATH", str(VAR_DIR / "sms.jsonl"))
+# The same for the simulated SMS backends (console, file, in-memory): they send nothing.
+NOTIFICATIONS_ALLOW_CONSOLE_SMS = env_bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=False)
+# Phone verification: a code sent to a newly set number lasts this long and takes this many
+# wrong guesses before it is spent (set the number again for a new one).
+NOTIFICATIONS_PHONE_CODE_TTL = env_seconds("NOTIFICATIONS_PHONE_CODE_TTL", 600)
+NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS = int(os.environ.get("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", "5"))
+
+# --- Operator endpoints -------------------------------------------------------------------------
+# /metrics answers loopback clients only; with a token set, it answers whoever sends
+# `Authorization: Bearer <token>` instead (and nobody without it).
+METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")

@@ -15,6 +15,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
 
-from config.serving import require_secret_key  # noqa: E402 - needs the settings loaded
+from config.serving import refuse_simulations, require_secret_key  # noqa: E402 - needs the settings loaded
 
 require_secret_key()
+refuse_simulations()

@@ -48,7 +48,7 @@ def users_create(*, count: int, prefix: str, phone: bool = True) -> list[ApiUser
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    from notifications.services import phone_set
+    from notifications.services import phone_set_verified
 
     user_model = get_user_model()
     users = []
@@ -56,7 +56,7 @@ def users_create(*, count: int, prefix: str, phone: bool = True) -> list[ApiUser
         user = user_model.objects.create_user(username=f"{prefix}-{i:04d}", password=None)
         token = Token.objects.create(user=user)
         if phone:
-            phone_set(user=user, phone=f"+86138{i:08d}")
+            phone_set_verified(user=user, phone=f"+86138{i:08d}")
         users.append(ApiUser(user_id=user.pk, username=user.username, token=token.key))
     return users
 

@@ -195,9 +195,13 @@ def service_env(
             "DJANGO_LOG_LEVEL": "WARNING",
             # The load is the point: no throttling in the way.
             "DJANGO_THROTTLE_AUTH_TOKEN_RATE": "100000/second",
+            "DJANGO_THROTTLE_ORDERS_RATE": "100000/second",
             "DJANGO_THROTTLE_PAYMENTS_RATE": "100000/second",
             "NOTIFICATIONS_SMS_BACKEND": "notifications.backends.FileSmsBackend",
             "NOTIFICATIONS_SMS_FILE_PATH": str(run_dir / "sms.jsonl"),
+            # DEBUG is off: the simulated gateway and SMS backend run only when allowed.
+            "PAYMENTS_ALLOW_SIMULATED_GATEWAY": "1",
+            "NOTIFICATIONS_ALLOW_CONSOLE_SMS": "1",
             "PAYMENTS_IN_PROGRESS_WAIT": "2",
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,20 +1,32 @@
-"""Notifications REST API: the caller's notifications, and their phone number."""
+"""Notifications REST API: the caller's notifications, and their phone number with its
+verification (payment SMS go to a verified number only)."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from notifications.backends import SmsError, SmsRejected
 from notifications.models import Notification, phone_validator
-from notifications.selectors import notification_list, phone_of
-from notifications.services import phone_set
-from orders.api_common import UNAUTHORIZED, error, field_errors
+from notifications.selectors import notification_list, phone_status_of
+from notifications.services import PhoneVerificationFailed, phone_set, phone_verify
+from orders.api_common import UNAUTHORIZED, StrictCharField, error, field_errors
+
+SMS_PROVIDER_REFUSED = "The SMS provider refuses this number."
+SMS_PROVIDER_UNAVAILABLE = "The verification code could not be sent; nothing changed, try again later."
+
+
+class SmsUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = SMS_PROVIDER_UNAVAILABLE
+    default_code = "sms_unavailable"
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -33,7 +45,16 @@ class PhoneSerializer(serializers.Serializer):
         max_length=16,
         allow_blank=True,
         validators=[phone_validator],
-        help_text='E.g. "+8613800138000"; "" clears it.',
+        help_text='E.g. "+8613800138000"; "" clears it. A new number gets a verification code by SMS.',
+    )
+    verified = serializers.BooleanField(
+        read_only=True, help_text="Verified with its code: payment SMS go only to a verified number."
+    )
+
+
+class PhoneCodeSerializer(serializers.Serializer):
+    code = StrictCharField(
+        validators=[RegexValidator(r"\A[0-9]{6}\Z", "6 digits.")], help_text="The 6-digit code sent by SMS."
     )
 
 
@@ -59,26 +80,73 @@ class NotificationListApi(GenericAPIView):
         return self.get_paginated_response(NotificationSerializer(page, many=True).data)
 
 
+def phone_body(user_id: int) -> dict:
+    status = phone_status_of(user_id=user_id)
+    return {"phone": status.phone, "verified": status.verified}
+
+
 class PhoneApi(APIView):
-    @extend_schema(
-        tags=["notifications"],
-        summary="The caller's phone number (payment SMS go there)",
-        responses={200: PhoneSerializer, 401: UNAUTHORIZED},
-    )
-    def get(self, request: Request) -> Response:
-        return Response({"phone": phone_of(user_id=request.user.pk)})
+    # Setting a number sends an SMS: DJANGO_THROTTLE_PHONE_CODE_RATE per user (PUT only).
+    throttle_scope = "phone_code"
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "PUT" else []
 
     @extend_schema(
         tags=["notifications"],
-        summary="Set the caller's phone number",
+        summary="The caller's phone number (payment SMS go there once it is verified)",
+        responses={200: PhoneSerializer, 401: UNAUTHORIZED},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(phone_body(request.user.pk))
+
+    @extend_schema(
+        tags=["notifications"],
+        summary="Set the caller's phone number; a new number gets a verification code by SMS",
+        description="The number is unverified until `POST /api/notifications/phone/verify/` "
+        "confirms the code; setting the verified number again changes nothing, setting the "
+        "unverified one again sends a new code. Throttled per user (429: "
+        "DJANGO_THROTTLE_PHONE_CODE_RATE).",
         request=PhoneSerializer,
-        responses={200: PhoneSerializer, 400: field_errors(), 401: UNAUTHORIZED},
+        responses={
+            200: PhoneSerializer,
+            400: field_errors(),
+            401: UNAUTHORIZED,
+            503: error(SMS_PROVIDER_UNAVAILABLE),
+        },
     )
     def put(self, request: Request) -> Response:
         serializer = PhoneSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            profile = phone_set(user=request.user, phone=serializer.validated_data["phone"])
+            phone_set(user=request.user, phone=serializer.validated_data["phone"])
         except DjangoValidationError as exc:
             raise ValidationError({"phone": exc.messages}) from exc
-        return Response({"phone": profile.phone})
+        except SmsRejected as exc:
+            raise ValidationError({"phone": [SMS_PROVIDER_REFUSED]}) from exc
+        except SmsError as exc:
+            raise SmsUnavailable() from exc
+        return Response(phone_body(request.user.pk))
+
+
+class PhoneVerifyApi(APIView):
+    @extend_schema(
+        tags=["notifications"],
+        summary="Verify the caller's phone number with the code sent to it",
+        description="A code lasts NOTIFICATIONS_PHONE_CODE_TTL seconds (10 minutes) and takes "
+        "NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS wrong guesses (5); then set the number again.",
+        request=PhoneCodeSerializer,
+        responses={
+            200: PhoneSerializer,
+            400: field_errors("`code`: wrong, expired, spent, or none waiting; or an invalid body."),
+            401: UNAUTHORIZED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PhoneCodeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            phone_verify(user=request.user, code=serializer.validated_data["code"])
+        except PhoneVerificationFailed as exc:
+            raise ValidationError({"code": [str(exc)]}) from exc
+        return Response(phone_body(request.user.pk))

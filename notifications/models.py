@@ -12,16 +12,39 @@ phone_validator = RegexValidator(r"\A\+?[0-9]{6,15}\Z", "6-15 digits, optionally
 
 
 class NotificationProfile(models.Model):
-    """Where to reach a user. No row, or an empty phone: payment SMS are SKIPPED."""
+    """Where to reach a user. No row, an empty phone or one not verified yet: payment SMS
+    are SKIPPED.
+
+    A number is verified by the code sent to it when it was set: only a hash of the code is
+    kept (bound to the user and the number), with its expiry and the wrong guesses so far.
+    """
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_profile"
     )
     phone = models.CharField(max_length=16, blank=True, default="", validators=[phone_validator])
+    phone_verified_at = models.DateTimeField(null=True, blank=True)
+    code_hash = models.CharField(max_length=64, blank=True, default="")
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+    code_attempts = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(phone_verified_at__isnull=True) | ~Q(phone=""), name="notif_verified_has_phone"
+            ),
+            models.CheckConstraint(
+                condition=Q(code_hash="") | Q(code_expires_at__isnull=False), name="notif_code_expires"
+            ),
+        ]
+
     def __str__(self) -> str:
-        return f"{self.user_id}: {self.phone or '-'}"
+        return f"{self.user_id}: {self.phone or '-'}{'' if self.verified else ' (unverified)'}"
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.phone) and self.phone_verified_at is not None
 
 
 class Notification(models.Model):
@@ -30,7 +53,7 @@ class Notification(models.Model):
 
     class Status(models.TextChoices):
         SENT = "SENT", "sent"
-        SKIPPED = "SKIPPED", "skipped (no phone number)"
+        SKIPPED = "SKIPPED", "skipped (no verified phone number)"
         FAILED = "FAILED", "failed (rejected by the provider)"
 
     order_id = models.CharField(max_length=64)

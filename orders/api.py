@@ -6,15 +6,16 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.logins import LoginLockedOut, login_locked_out
+from config.tokens import token_expires_at, token_issue, token_revoke
 from orders.api_common import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -31,6 +32,23 @@ from orders.services import OrderIdTaken, OrderNotCancellable, OrderNotFound, or
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires_at = serializers.DateTimeField(
+        help_text="When the token stops working (DJANGO_TOKEN_TTL after it was issued); "
+        "ask this endpoint again for a new one."
+    )
+
+
+class TokenRequestSerializer(AuthTokenSerializer):
+    # Bounded: a username longer than any user's is no login, and hashing a huge password
+    # is work an attacker should not get for free.
+    username = serializers.CharField(label="Username", max_length=150, write_only=True)
+    password = serializers.CharField(
+        label="Password",
+        max_length=4096,
+        style={"input_type": "password"},
+        trim_whitespace=False,
+        write_only=True,
+    )
 
 
 class AuthTokenApi(APIView):
@@ -41,15 +59,44 @@ class AuthTokenApi(APIView):
     @extend_schema(
         tags=["auth"],
         summary="Get the API token of a user",
-        request=AuthTokenSerializer,
-        responses={200: TokenSerializer, 400: field_errors("Missing fields, or wrong credentials.")},
+        description="The token works until `expires_at` (`DJANGO_TOKEN_TTL` after it was issued) "
+        "or until it is revoked; asking again while it works returns the same token. Failed "
+        "logins lock out the client address and the username (429) for a while, whatever the "
+        "password; requests per address are limited too (429).",
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenSerializer,
+            400: field_errors("Missing fields, or wrong credentials."),
+            429: error(
+                "Too many requests from this address, or too many failed logins from this address "
+                "or for this username (see Retry-After)."
+            ),
+            503: error("The rate limiter cannot be reached: logins are refused until it is back."),
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
-        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
-        return Response({"token": token.key})
+        serializer = TokenRequestSerializer(data=request.data, context={"request": request})
+        if not serializer.is_valid():
+            if login_locked_out(request):
+                raise LoginLockedOut()
+            raise ValidationError(serializer.errors)
+        token = token_issue(user=serializer.validated_data["user"])
+        return Response({"token": token.key, "expires_at": token_expires_at(token)})
+
+
+class AuthTokenRevokeApi(APIView):
+    @extend_schema(
+        tags=["auth"],
+        summary="Revoke the caller's API token",
+        description="The token stops working at once (204 also when there was none); "
+        "`POST /api/auth/token/` issues a new one.",
+        request=None,
+        responses={204: None, 401: UNAUTHORIZED},
+    )
+    def post(self, request: Request) -> Response:
+        token_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -67,12 +114,19 @@ class OrderCreateSerializer(serializers.Serializer):
         required=False,
         max_length=64,
         validators=[order_id_validator],
-        help_text="1-64 letters, digits, '_' or '-'; generated when absent.",
+        help_text="1-64 letters, digits, '_' or '-', unique across all users' orders; "
+        "generated (unguessable) when absent.",
     )
 
 
 class OrderListCreateApi(GenericAPIView):
     serializer_class = OrderSerializer
+    # Creation only, per user (DJANGO_THROTTLE_ORDERS_RATE): order ids are global, so this
+    # also bounds how many a user can take.
+    throttle_scope = "orders"
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
 
     def get_queryset(self):
         return order_list(user=self.request.user)
@@ -89,12 +143,20 @@ class OrderListCreateApi(GenericAPIView):
     @extend_schema(
         tags=["orders"],
         summary="Create an order",
+        description="`order_id` is one global business key (it keys every message about the "
+        "order), not one per user: an id that any order has, the caller's or another user's, "
+        "is refused with 409. Omit it to get a generated, unguessable one. Creation is "
+        "limited per user (429).",
         request=OrderCreateSerializer,
         responses={
             201: OrderSerializer,
             400: field_errors(),
             401: UNAUTHORIZED,
-            409: field_errors("The order_id is taken (the error names the order_id field)."),
+            409: field_errors(
+                "The order_id is taken, by any user's order: ids are global (the error names "
+                "the order_id field)."
+            ),
+            429: error("Too many orders created by this user (see Retry-After)."),
         },
     )
     def post(self, request: Request) -> Response:

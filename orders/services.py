@@ -15,7 +15,7 @@ cancelled again.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from decimal import Decimal
 from typing import Optional
 
@@ -27,7 +27,10 @@ from orders.models import Order
 from orders.selectors import order_get_for_update
 
 ORDER_NOT_FOUND = "order not found"
-ORDER_ID_TAKEN = "an order with this order_id already exists"
+ORDER_ID_TAKEN = (
+    "this order_id is taken: order ids are unique across all users' orders; "
+    "choose another, or omit order_id to get a generated one"
+)
 ORDER_NOT_CANCELLABLE = "only a CREATED order can be cancelled; this one is {status}"
 ORDER_PAYMENT_STARTED = "a payment for this order has started or succeeded: it can no longer be cancelled"
 ORDER_MISSING_FOR_PAYMENT = "order {order_id} does not exist: the payment cannot be applied to it"
@@ -58,7 +61,9 @@ class OrderNotPayable(OrderError):
 
 
 def order_id_generate() -> str:
-    return f"ORD-{uuid.uuid4().hex[:24].upper()}"
+    """A fresh order id: 96 random bits from the OS's CSPRNG, so nobody can predict (and
+    take first) the ids the service will hand out."""
+    return f"ORD-{secrets.token_hex(12).upper()}"
 
 
 def order_create(*, user: AbstractBaseUser, amount: Decimal, order_id: Optional[str] = None) -> Order:

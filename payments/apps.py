@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core import checks
 from django.db.models.signals import post_migrate
 
 
@@ -11,7 +12,11 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from payments.gateways import check_gateway
+
         post_migrate.connect(_ensure_schedule, sender=self)
+        # Deploy only, as the secret key's: offline commands (migrate) run without a gateway.
+        checks.register(check_gateway, checks.Tags.security, deploy=True)
 
 
 def _ensure_schedule(using: str = "default", **kwargs) -> None:

@@ -22,6 +22,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from payments.clock import Now, db_ago
+
 
 class PaymentRecord(models.Model):
     class Status(models.TextChoices):
@@ -52,6 +54,15 @@ class PaymentRecord(models.Model):
         return f"{self.order_id} {self.amount} [{self.status}]"
 
 
+# Reasons of the charges closed ERROR without the gateway's answer (it may still have charged
+# them): reconciliation keeps asking about these for PAYMENTS_CHARGE_RECHECK_WINDOW, and an
+# approval found later makes them ABANDONED (to refund). The recheck index names them.
+CHARGE_RECONCILED = "reconciled: "  # every move made by reconciliation says so in its reason
+CHARGE_RECONCILED_NOT_FOUND = CHARGE_RECONCILED + "the gateway has no record of this charge"
+CHARGE_GATEWAY_TIMED_OUT = "the gateway did not answer in time: the charge may have been made"
+CHARGE_OUTCOME_UNKNOWN_REASONS = (CHARGE_RECONCILED_NOT_FOUND, CHARGE_GATEWAY_TIMED_OUT)
+
+
 class ChargeQuerySet(models.QuerySet):
     def active(self) -> ChargeQuerySet:
         return self.filter(status__in=Charge.ACTIVE)
@@ -64,18 +75,44 @@ class ChargeQuerySet(models.QuerySet):
         """PENDING or APPROVED: a payment is still working on it, or its process died."""
         return self.filter(status__in=Charge.UNSETTLED)
 
-    def stale(self, *, before: datetime) -> ChargeQuerySet:
-        """Unsettled, unchanged since ``before`` and not examined by a reconciliation since."""
+    def stale(self, *, older_than: float, leased_before: Optional[datetime] = None) -> ChargeQuerySet:
+        """Unsettled, unchanged for ``older_than`` seconds and not leased by a reconciliation
+        in that time (nor since ``leased_before``, the start of the current pass). Ages are
+        the database's: compared in SQL against ``Now()``."""
+        cutoff = db_ago(older_than)
+        return self.unsettled().filter(updated_at__lt=cutoff).filter(_lease_expired(cutoff, leased_before))
+
+    def closed_without_answer(self) -> ChargeQuerySet:
+        """ERROR charges closed without the gateway's answer: it may have charged them."""
+        return self.filter(status=Charge.Status.ERROR, reason__in=CHARGE_OUTCOME_UNKNOWN_REASONS)
+
+    def to_recheck(
+        self, *, older_than: float, window: float, leased_before: Optional[datetime] = None
+    ) -> ChargeQuerySet:
+        """Closed without the gateway's answer less than ``window`` seconds ago, more than
+        ``older_than`` ago, and not leased by a reconciliation in the last ``older_than``
+        seconds (nor since ``leased_before``): each is asked again at most once per
+        threshold, and only within the window (served by the ``payments_charge_recheck``
+        partial index)."""
+        cutoff = db_ago(older_than)
         return (
-            self.unsettled()
-            .filter(updated_at__lt=before)
-            .filter(models.Q(reconciled_at__isnull=True) | models.Q(reconciled_at__lt=before))
+            self.closed_without_answer()
+            .filter(updated_at__lt=cutoff, updated_at__gte=db_ago(window))
+            .filter(_lease_expired(cutoff, leased_before))
         )
 
     def with_idempotency_key(self, key: str) -> ChargeQuerySet:
         """The charge whose gateway call used ``key`` (see ``Charge.idempotency_key``)."""
         charge_id = Charge.id_of_idempotency_key(key)
         return self.filter(pk=charge_id) if charge_id is not None else self.none()
+
+
+def _lease_expired(cutoff: models.Expression, leased_before: Optional[datetime]) -> Q:
+    """Never leased, or leased before ``cutoff`` (and before ``leased_before`` when given)."""
+    expired = Q(reconciled_at__lt=cutoff)
+    if leased_before is not None:
+        expired &= Q(reconciled_at__lt=leased_before)
+    return Q(reconciled_at__isnull=True) | expired
 
 
 class Charge(models.Model):
@@ -86,9 +123,11 @@ class Charge(models.Model):
     (check-back found no record and rolled the message back: to refund). A charge left
     PENDING or APPROVED by a process that died keeps the order claimed, on purpose: the
     money may have moved, so only a reconciliation with the gateway may release it:
-    ``payments.services.charge_reconcile_stale``, run by beat, asks the gateway about
+    ``payments.reconciliation.charge_reconcile_stale``, run by beat, asks the gateway about
     charges left unsettled longer than PAYMENTS_CHARGE_RECONCILE_AFTER and settles them
-    (its moves say "reconciled" in ``reason``).
+    (its moves say "reconciled" in ``reason``). ERROR closed without the gateway's answer
+    (not found by reconciliation, or a timed-out call) -> ABANDONED when the gateway turns
+    out to have approved it after all (reconciliation asks again for a while).
     """
 
     class Status(models.TextChoices):
@@ -111,10 +150,11 @@ class Charge(models.Model):
     # The gateway's reference of an approved charge, or its reason for a decline or error.
     reference = models.CharField(max_length=128, blank=True, default="")
     reason = models.CharField(max_length=255, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now)
-    # When a reconciliation last claimed this charge (its lease: another run leaves it alone
-    # for PAYMENTS_CHARGE_RECONCILE_AFTER seconds).
+    # Database time (see payments.clock): every age compared for a charge is the database's.
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    # When a reconciliation last claimed this charge, database time (its lease: another run
+    # leaves it alone for PAYMENTS_CHARGE_RECONCILE_AFTER seconds).
     reconciled_at = models.DateTimeField(null=True, blank=True)
 
     objects = ChargeQuerySet.as_manager()
@@ -128,6 +168,13 @@ class Charge(models.Model):
                 fields=["updated_at"],
                 condition=Q(status__in=["PENDING", "APPROVED"]),
                 name="payments_charge_unsettled",
+            ),
+            # Reconciliation's recheck of charges closed without the gateway's answer: only
+            # those, never every ERROR charge.
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status="ERROR", reason__in=list(CHARGE_OUTCOME_UNKNOWN_REASONS)),
+                name="payments_charge_recheck",
             ),
         ]
         constraints = [
@@ -155,3 +202,27 @@ class Charge(models.Model):
     def id_of_idempotency_key(cls, key: str) -> Optional[int]:
         number = key.removeprefix(cls.IDEMPOTENCY_KEY_PREFIX)
         return int(number) if key.startswith(cls.IDEMPOTENCY_KEY_PREFIX) and number.isdigit() else None
+
+
+class SimulatedGatewayCharge(models.Model):
+    """One charge the simulated gateway made (approved or declined), by idempotency key.
+
+    Written by ``SimulatedGateway.charge()`` in autocommit, outside the caller's
+    transactions, as an external system's books would be: a caller's rollback or death
+    never undoes it, and ``lookup()`` answers from it in any process.
+    """
+
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    order_id = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    payment_method = models.CharField(max_length=32)
+    approved = models.BooleanField()
+    reference = models.CharField(max_length=128, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} {self.order_id} {self.amount} [{'approved' if self.approved else 'declined'}]"

@@ -11,7 +11,9 @@ The walk of one ``payment_pay``:
    or failed, the claim is free again and the duplicate makes its own attempt; still
    claimed at the deadline, it answers 409 (in progress);
 3. charge through the gateway (outside any transaction). Decline or error: the charge is
-   closed (DECLINED / ERROR), nothing is sent, the order stays CREATED and payable;
+   closed (DECLINED / ERROR), nothing is sent, the order stays CREATED and payable. A call
+   that timed out is closed ERROR too, with a reason saying the gateway may have charged:
+   reconciliation keeps asking, and marks a late approval ABANDONED (to refund);
 4. approved: ``send_message_in_transaction`` (payment_success_topic, tag pay, key = order
    id). Its local transaction, ``payment_record_local_transaction``, locks the order row,
    moves the charge APPROVED -> RECORDED and inserts the SUCCESS ``PaymentRecord``.
@@ -28,48 +30,48 @@ transaction records only an APPROVED charge: a local transaction that starts lat
 the check-back gave up on it) can no longer record the payment, so a ROLLBACK answer is
 never contradicted by a record appearing later. ABANDONED charges are money to refund.
 
-The article's gap, closed by reconciliation: the gateway is charged before the half message
-is stored. If the process dies between the two, the charge stays PENDING or APPROVED and
-the order stays claimed (so it is never charged twice). ``charge_reconcile_stale``, a beat
-task, claims charges left so longer than PAYMENTS_CHARGE_RECONCILE_AFTER and settles them:
-a PENDING one by asking the gateway (``lookup`` by idempotency key: not found or declined
--> ERROR / DECLINED, the order is payable again; approved -> APPROVED); an APPROVED one with
-no payment message by sending that message exactly as ``payment_pay`` does (same local
-transaction, same checker), so the order is PAID, points and the SMS follow. A charge whose
-message exists is check-back's business and is left alone; one whose message was rolled
-back stays unrecorded (ABANDONED, to refund).
+The article's gap, closed by reconciliation (``payments.reconciliation``): the gateway is
+charged before the half message is stored. If the process dies between the two, the charge
+stays PENDING or APPROVED and the order stays claimed (so it is never charged twice).
+``charge_reconcile_stale``, a beat task, settles the charges left so longer than
+PAYMENTS_CHARGE_RECONCILE_AFTER: it asks the gateway, completes an approved payment through
+this module's message, local transaction and checker, or frees the order when nothing was
+charged (only once the charge is older than PAYMENTS_GATEWAY_TIMEOUT: a younger call may
+still be in flight).
 
 Races with a live ``payment_pay`` (a charge older than the threshold whose process is only
 slow): when reconciliation settled a PENDING charge first, ``payment_pay`` finds it no longer
 PENDING when the gateway answers and sends nothing (an approval that reconciliation had
-closed as not found becomes ABANDONED: to refund). Should both still send a message for one
-APPROVED charge, the second one's local transaction and checker find the charge recorded by
-the other message and answer ROLLBACK, so the payment is delivered once.
+closed as not found becomes ABANDONED: to refund; reconciliation marks it too, should this
+process die first). Should both still send a message for one APPROVED charge, the second
+one's local transaction and checker find the charge recorded by the other message and
+answer ROLLBACK, so the payment is delivered once.
+
+Times of charges are the database's (``payments.clock``): hosts' clocks may disagree.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from decimal import Decimal
+from importlib import import_module
 from typing import Any, Optional
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from orders.models import Order
 from orders.selectors import order_get, order_get_for_update
-from payments.events import PRODUCER_GROUP, TAG, TOPIC, PaymentSucceeded
-from payments.gateways import GatewayError, PaymentGateway, get_gateway
-from payments.models import Charge, PaymentRecord
+from payments.clock import Now
+from payments.events import TAG, TOPIC, PaymentSucceeded
+from payments.gateways import GatewayError, GatewayTimeout, get_gateway
+from payments.models import CHARGE_GATEWAY_TIMED_OUT, Charge, PaymentRecord
 from payments.selectors import payment_success_get
-from txbroker import LocalTransactionState, MessageView, OutgoingMessage, SendResult, messages_with_key
+from txbroker import LocalTransactionState, MessageView, OutgoingMessage, SendResult
 
 logger = logging.getLogger("payments")
 
@@ -92,20 +94,8 @@ CHARGE_ABANDONED_NOT_PAYABLE = "the order was no longer payable when the payment
 CHARGE_ABANDONED_SEND_FAILED = "sending the payment message failed"
 CHARGE_ABANDONED_APPROVED_LATE = (
     "the gateway approved after reconciliation had closed the charge (the call outlasted "
-    "PAYMENTS_CHARGE_RECONCILE_AFTER)"
+    "PAYMENTS_GATEWAY_TIMEOUT)"
 )
-# Every move made by reconciliation says so in the charge's reason.
-CHARGE_RECONCILED = "reconciled: "
-CHARGE_RECONCILED_NOT_FOUND = CHARGE_RECONCILED + "the gateway has no record of this charge"
-CHARGE_RECONCILED_DECLINED = CHARGE_RECONCILED + "declined at the gateway: {reason}"
-CHARGE_RECONCILED_APPROVED = CHARGE_RECONCILED + "found PENDING, approved at the gateway"
-CHARGE_RECONCILED_SENT = CHARGE_RECONCILED + "found {found} with no payment message; message sent"
-CHARGE_RECONCILED_ROLLED_BACK = CHARGE_RECONCILED + "its payment message was rolled back"
-CHARGE_RECONCILE_INSIDE_ATOMIC = (
-    "charge_reconcile_stale() was called inside transaction.atomic(): call it outside any "
-    "transaction (each charge's moves and message commit on their own)"
-)
-CHARGE_RECONCILE_NEGATIVE_AGE = "older_than must be a number of seconds >= 0, not {value!r}"
 
 # How often a duplicate request looks again while another request holds the order's charge.
 IN_PROGRESS_POLL_SECONDS = 0.05
@@ -215,7 +205,10 @@ def payment_pay(
     except Exception as exc:
         if not isinstance(exc, GatewayError):
             logger.exception("gateway backend raised for order %s (treated as a gateway error)", order_id)
-        _charge_close(charge_id=charge.pk, status=Charge.Status.ERROR, reason=str(exc))
+        # A timeout closes the charge without knowing whether the gateway charged: its
+        # reason makes reconciliation keep asking, and mark a late approval for refund.
+        reason = CHARGE_GATEWAY_TIMED_OUT if isinstance(exc, GatewayTimeout) else str(exc)
+        _charge_close(charge_id=charge.pk, status=Charge.Status.ERROR, reason=reason)
         raise PaymentGatewayFailed(PAYMENT_GATEWAY_FAILED.format(reason=exc)) from exc
     if not result.approved:
         _charge_close(charge_id=charge.pk, status=Charge.Status.DECLINED, reason=result.reason)
@@ -277,17 +270,15 @@ def _charge_claim(*, order: Order, payment_method: str) -> Charge:
             raise PaymentInProgress(PAYMENT_IN_PROGRESS)
         if locked.status != Order.Status.CREATED:
             raise PaymentNotPayable(PAYMENT_NOT_PAYABLE.format(status=locked.status))
-        now = timezone.now()
         try:
             with transaction.atomic():
+                # created_at / updated_at: the database's clock (db_default), read back.
                 return Charge.objects.create(
                     order_id=locked.order_id,
                     user_id=locked.user_id,
                     amount=locked.amount,
                     payment_method=payment_method,
                     status=Charge.Status.PENDING,
-                    created_at=now,
-                    updated_at=now,
                 )
         except IntegrityError:
             # The partial unique index: unreachable under the row lock, but it is the rule.
@@ -298,7 +289,7 @@ def _charge_close(*, charge_id: int, status: str, reference: str = "", reason: s
     """PENDING -> APPROVED | DECLINED | ERROR (a conditional UPDATE). False when the charge
     was no longer PENDING: reconciliation settled it while the gateway was answering."""
     moved = Charge.objects.filter(pk=charge_id, status=Charge.Status.PENDING).update(
-        status=status, reference=reference[:128], reason=reason[:255], updated_at=timezone.now()
+        status=status, reference=reference[:128], reason=reason[:255], updated_at=Now()
     )
     if not moved:
         logger.warning(
@@ -312,13 +303,15 @@ def _charge_close(*, charge_id: int, status: str, reference: str = "", reason: s
 def _payment_after_reconciliation(*, order_id: str, charge_id: int) -> PaymentOutcome:
     """The gateway approved a charge that reconciliation settled first.
 
-    Closed as not found or declined (asked before the gateway had it): the money moved with
-    no payment to show for it, so the charge becomes ABANDONED (to refund). Approved by
-    reconciliation: it sends the message; answer with the record once there, else 409.
+    Closed as not found (the call outlasted PAYMENTS_GATEWAY_TIMEOUT, so reconciliation took
+    it for never made): the money moved with no payment to show for it, so the charge
+    becomes ABANDONED (to refund; reconciliation's recheck does the same if this process
+    dies first). Approved by reconciliation: it sends the message; answer with the record
+    once there, else 409.
     """
     refund = Charge.objects.filter(
         pk=charge_id, status__in=[Charge.Status.DECLINED, Charge.Status.ERROR]
-    ).update(status=Charge.Status.ABANDONED, reason=CHARGE_ABANDONED_APPROVED_LATE, updated_at=timezone.now())
+    ).update(status=Charge.Status.ABANDONED, reason=CHARGE_ABANDONED_APPROVED_LATE, updated_at=Now())
     if refund:
         logger.error(
             "charge %s of order %s approved after reconciliation closed it: to refund", charge_id, order_id
@@ -364,7 +357,7 @@ def payment_charge_settle(*, order_id: str, charge_id: Optional[int], reason: st
         return True
     if charge_id is not None:
         Charge.objects.filter(pk=charge_id, status=Charge.Status.APPROVED).update(
-            status=Charge.Status.ABANDONED, reason=reason[:255], updated_at=timezone.now()
+            status=Charge.Status.ABANDONED, reason=reason[:255], updated_at=Now()
         )
     return False
 
@@ -375,7 +368,37 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
     COMMIT when the SUCCESS record is inserted (or already exists: the article's duplicate
     key, it already succeeded); ROLLBACK when the order is no longer payable or check-back
     already gave up on this charge; UNKNOWN on a database error (check-back settles it).
+
+    A lost database session (a connection cut, a server restart, a lock or statement
+    timeout) does not fail a payment whose process is alive: the recording is tried again
+    on a new session for up to PAYMENTS_RECORD_RETRY_SECONDS (keep it well below
+    TXBROKER_TRANSACTION_TIMEOUT, so that check-back never asks while it retries). Each
+    try is the whole transaction under the order's row lock, so a try whose commit landed
+    before the session died is found by the next one (its record, this message's).
     """
+    deadline = time.monotonic() + float(getattr(settings, "PAYMENTS_RECORD_RETRY_SECONDS", 3.0))
+    pause = 0.1
+    while True:
+        try:
+            return _payment_record(message, intent)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                logger.exception("recording the payment of order %s failed", intent.event.order_id)
+                return LocalTransactionState.UNKNOWN
+            logger.warning(
+                "recording the payment of order %s lost its database session; trying again",
+                intent.event.order_id,
+                exc_info=True,
+            )
+            if not connection.in_atomic_block:  # a broken session: the next try opens a new one
+                connection.close_if_unusable_or_obsolete()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def _payment_record(message: MessageView, intent: PaymentIntent) -> LocalTransactionState:
+    """One try of :func:`payment_record_local_transaction`; raises OperationalError or
+    InterfaceError when the session was lost."""
     event = intent.event
     try:
         with transaction.atomic():
@@ -394,11 +417,11 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
                 Charge.objects.filter(pk=intent.charge_id, status=Charge.Status.APPROVED).update(
                     status=Charge.Status.ABANDONED,
                     reason=CHARGE_ABANDONED_NOT_PAYABLE,
-                    updated_at=timezone.now(),
+                    updated_at=Now(),
                 )
                 return LocalTransactionState.ROLLBACK
             recorded = Charge.objects.filter(pk=intent.charge_id, status=Charge.Status.APPROVED).update(
-                status=Charge.Status.RECORDED, updated_at=timezone.now()
+                status=Charge.Status.RECORDED, updated_at=Now()
             )
             if not recorded:
                 # Check-back found no record first and rolled the message back: that stands.
@@ -411,6 +434,8 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
             return LocalTransactionState.COMMIT
         logger.exception("recording the payment of order %s failed", event.order_id)
         return LocalTransactionState.UNKNOWN
+    except (OperationalError, InterfaceError):
+        raise
     except DatabaseError:
         logger.exception("recording the payment of order %s failed", event.order_id)
         return LocalTransactionState.UNKNOWN
@@ -469,219 +494,28 @@ def payment_check_transaction(message: MessageView) -> LocalTransactionState:
     return LocalTransactionState.COMMIT if paid else LocalTransactionState.ROLLBACK
 
 
-# --- reconciliation ---------------------------------------------------------------------------
-class ReconcileOutcome:
-    """What reconciliation did with one stale charge (the report counts these)."""
-
-    COMPLETED = "completed"  # payment message sent and the payment recorded
-    SENT_TO_CHECK_BACK = "sent_check_back_settles"  # message sent, left HALF (UNKNOWN)
-    DECLINED = "declined"  # PENDING -> DECLINED: the gateway declined it
-    NOT_FOUND = "not_found"  # PENDING -> ERROR: the gateway never saw it
-    ABANDONED = "abandoned"  # never to be recorded (message rolled back): to refund
-    LEFT_TO_CHECK_BACK = "left_to_check_back"  # its message exists: check-back settles it
-    GATEWAY_UNAVAILABLE = "gateway_unavailable"  # lookup failed: tried again next run
-    SEND_FAILED = "send_failed"  # sending raised: tried again next run
-    RACED = "raced"  # settled by someone else first: nothing done
-
-
-@dataclass
-class ChargeReconcileReport:
-    older_than: float
-    dry_run: bool = False
-    examined: int = 0
-    outcomes: Counter = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        if not self.examined:
-            return f"no charge left PENDING or APPROVED for more than {self.older_than:g}s"
-        done = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(self.outcomes.items()))
-        prefix = "dry run, nothing changed: would settle" if self.dry_run else "reconciled"
-        return f"{prefix} {self.examined} charge(s) older than {self.older_than:g}s: {done}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "older_than": self.older_than,
-            "dry_run": self.dry_run,
-            "examined": self.examined,
-            "outcomes": dict(self.outcomes),
-        }
+# Reconciliation lives in ``payments.reconciliation``; its names stay importable from here.
+_MOVED_TO_RECONCILIATION = frozenset(
+    {
+        "CHARGE_RECONCILED",
+        "CHARGE_RECONCILED_APPROVED",
+        "CHARGE_RECONCILED_APPROVED_LATE",
+        "CHARGE_RECONCILED_DECLINED",
+        "CHARGE_RECONCILED_NOT_FOUND",
+        "CHARGE_RECONCILED_ROLLED_BACK",
+        "CHARGE_RECONCILED_SENT",
+        "CHARGE_RECONCILE_INSIDE_ATOMIC",
+        "CHARGE_RECONCILE_NEGATIVE_AGE",
+        "ChargeReconcileReport",
+        "ReconcileOutcome",
+        "charge_reconcile_after",
+        "charge_reconcile_stale",
+    }
+)
 
 
-def charge_reconcile_after() -> float:
-    """PAYMENTS_CHARGE_RECONCILE_AFTER: the age past which a PENDING/APPROVED charge is stale."""
-    return float(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_AFTER", 60.0))
-
-
-def charge_reconcile_stale(
-    *,
-    older_than: Optional[float] = None,
-    dry_run: bool = False,
-    batch_size: Optional[int] = None,
-    progress: Optional[Callable[[ChargeReconcileReport], None]] = None,
-) -> ChargeReconcileReport:
-    """Settle the charges left PENDING or APPROVED for more than ``older_than`` seconds
-    (default PAYMENTS_CHARGE_RECONCILE_AFTER) by payments whose process died (module doc).
-
-    Charges are claimed in batches (``SELECT ... FOR UPDATE SKIP LOCKED``, then their
-    ``reconciled_at`` lease is set), so concurrent runs never handle one charge twice;
-    every move is a conditional UPDATE that also requires the lease. ``dry_run`` asks the
-    gateway and the broker but changes nothing. Must be called outside any transaction.
-    """
-    if transaction.get_connection().in_atomic_block:
-        raise RuntimeError(CHARGE_RECONCILE_INSIDE_ATOMIC)
-    older_than = charge_reconcile_after() if older_than is None else older_than
-    if not older_than >= 0:
-        raise ValueError(CHARGE_RECONCILE_NEGATIVE_AGE.format(value=older_than))
-    batch_size = batch_size or int(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", 50))
-    gateway = get_gateway()
-    report = ChargeReconcileReport(older_than=older_than, dry_run=dry_run)
-    # Fixed for the pass: a charge claimed in it is younger than this, so never claimed twice.
-    before = timezone.now() - timedelta(seconds=older_than)
-    if dry_run:
-        for charge in Charge.objects.stale(before=before).order_by("updated_at", "pk").iterator():
-            report.examined += 1
-            report.outcomes[_charge_reconcile(charge=charge, gateway=gateway, dry_run=True)] += 1
-        return report
-    while True:
-        charges = _charges_claim(before=before, batch_size=batch_size)
-        for charge in charges:
-            report.examined += 1
-            report.outcomes[_charge_reconcile(charge=charge, gateway=gateway, dry_run=False)] += 1
-        if progress is not None and charges:
-            progress(report)
-        if len(charges) < batch_size:
-            return report
-
-
-def _charges_claim(*, before: Any, batch_size: int) -> list[Charge]:
-    """Lease up to ``batch_size`` stale charges to this run: locked rows (another run's
-    claim) are skipped, and once leased a charge is no longer stale for anyone."""
-    now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            Charge.objects.stale(before=before)
-            .select_for_update(skip_locked=True)
-            .order_by("updated_at", "pk")
-            .values_list("pk", flat=True)[:batch_size]
-        )
-        if not ids:
-            return []
-        Charge.objects.filter(pk__in=ids).update(reconciled_at=now)
-    return list(Charge.objects.filter(pk__in=ids, reconciled_at=now).order_by("updated_at", "pk"))
-
-
-def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool) -> str:
-    """Settle one leased charge; return its ``ReconcileOutcome``."""
-    found = charge.status
-    if found == Charge.Status.PENDING:
-        try:
-            result = gateway.lookup(idempotency_key=charge.idempotency_key)
-        except Exception:
-            logger.warning(
-                "reconciliation: the gateway could not tell what became of charge %s (order %s); "
-                "trying again later",
-                charge.pk,
-                charge.order_id,
-                exc_info=True,
-            )
-            return ReconcileOutcome.GATEWAY_UNAVAILABLE
-        if result is None or not result.approved:
-            status, reason, outcome = (
-                (Charge.Status.ERROR, CHARGE_RECONCILED_NOT_FOUND, ReconcileOutcome.NOT_FOUND)
-                if result is None
-                else (
-                    Charge.Status.DECLINED,
-                    CHARGE_RECONCILED_DECLINED.format(reason=result.reason or "declined"),
-                    ReconcileOutcome.DECLINED,
-                )
-            )
-            if dry_run or _charge_reconcile_move(charge, status=status, reason=reason):
-                return outcome
-            return ReconcileOutcome.RACED
-        if not dry_run and not _charge_reconcile_move(
-            charge,
-            status=Charge.Status.APPROVED,
-            reason=CHARGE_RECONCILED_APPROVED,
-            reference=result.reference,
-        ):
-            return ReconcileOutcome.RACED
-
-    # APPROVED: was its payment message sent?
-    order_messages = messages_with_key(charge.order_id, producer_group=PRODUCER_GROUP)
-    own = [m for m in order_messages if m.properties.get("charge_id") == str(charge.pk)]
-    unsettled = [m for m in order_messages if m.state in ("HALF", "COMMITTED")]
-    unsettled += [m for m in own if m.state == "DISCARDED"]  # parked: an operator resumes it
-    if unsettled:
-        logger.info(
-            "reconciliation: charge %s (order %s) is APPROVED and message %s is %s: left to check-back",
-            charge.pk,
-            charge.order_id,
-            unsettled[0].msg_id,
-            unsettled[0].state,
-        )
-        return ReconcileOutcome.LEFT_TO_CHECK_BACK
-    if own:
-        # Its message was rolled back: the checker's answer stands, the charge is never recorded.
-        if dry_run:
-            return ReconcileOutcome.ABANDONED
-        with transaction.atomic():
-            paid = payment_charge_settle(
-                order_id=charge.order_id, charge_id=charge.pk, reason=CHARGE_RECONCILED_ROLLED_BACK
-            )
-        logger.warning(
-            "reconciliation: charge %s of order %s: message rolled back, ABANDONED",
-            charge.pk,
-            charge.order_id,
-        )
-        return ReconcileOutcome.RACED if paid else ReconcileOutcome.ABANDONED
-    if dry_run:
-        return ReconcileOutcome.COMPLETED
-    # Renew the lease just before sending, so that only one run sends for this charge.
-    renewed = Charge.objects.filter(
-        pk=charge.pk, status=Charge.Status.APPROVED, reconciled_at=charge.reconciled_at
-    ).update(
-        reconciled_at=timezone.now(),
-        reason=CHARGE_RECONCILED_SENT.format(found=found),
-        updated_at=timezone.now(),
-    )
-    if not renewed:
-        return ReconcileOutcome.RACED
-    logger.warning(
-        "reconciliation: charge %s of order %s found %s with no payment message: sending it",
-        charge.pk,
-        charge.order_id,
-        found,
-    )
-    try:
-        sent = _payment_message_send(charge=charge)
-    except Exception:
-        logger.exception("reconciliation: sending the payment message of order %s failed", charge.order_id)
-        return ReconcileOutcome.SEND_FAILED
-    state = sent.local_transaction_state
-    if state == LocalTransactionState.COMMIT:
-        return ReconcileOutcome.COMPLETED
-    if state == LocalTransactionState.ROLLBACK:
-        status = Charge.objects.filter(pk=charge.pk).values_list("status", flat=True).first()
-        return ReconcileOutcome.ABANDONED if status == Charge.Status.ABANDONED else ReconcileOutcome.RACED
-    return ReconcileOutcome.SENT_TO_CHECK_BACK
-
-
-def _charge_reconcile_move(charge: Charge, *, status: str, reason: str, reference: str = "") -> bool:
-    """PENDING -> ``status``, only while the charge is PENDING and still leased to this run."""
-    now = timezone.now()
-    changes: dict[str, Any] = {"status": status, "reason": reason[:255], "updated_at": now}
-    if reference:
-        changes["reference"] = reference[:128]
-    moved = Charge.objects.filter(
-        pk=charge.pk, status=Charge.Status.PENDING, reconciled_at=charge.reconciled_at
-    ).update(**changes)
-    if moved:
-        logger.warning(
-            "reconciliation: charge %s of order %s PENDING -> %s (%s)",
-            charge.pk,
-            charge.order_id,
-            status,
-            reason,
-        )
-        charge.status, charge.reason, charge.updated_at = status, reason, now
-    return bool(moved)
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): reconciliation imports this module, so it cannot be imported at the top.
+    if name in _MOVED_TO_RECONCILIATION:
+        return getattr(import_module("payments.reconciliation"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

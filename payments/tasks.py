@@ -8,7 +8,7 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from payments.services import charge_reconcile_stale
+from payments.reconciliation import charge_reconcile_stale
 
 logger = logging.getLogger("payments")
 
@@ -26,6 +26,8 @@ def charge_reconcile() -> dict:
         return {}
     finally:
         close_old_connections()
-    if report.examined:
+    if report.noteworthy:
         logger.warning("charge reconciliation: %s", report.summary())
+    elif report.rechecked:
+        logger.info("charge reconciliation: %s", report.summary())
     return report.as_dict()

@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,6 +30,7 @@ from django.utils.http import urlencode
 
 from txbroker import charts, dbtime, operations, selectors
 from txbroker.exceptions import InvalidTransition, MessageNotFound
+from txbroker.ids import could_be_msg_id
 from txbroker.models import Dashboard, DeadLetter, Delivery, Message, TraceEvent
 from txbroker.transitions import broker_db
 
@@ -234,7 +235,20 @@ class ForceForm(forms.Form):
 
 # --- inlines ---------------------------------------------------------------------------------
 class ReadOnlyAdmin:
-    """Broker rows change only through ``operations.py``: never added, edited or deleted here."""
+    """Broker rows change only through ``operations.py``: never added, edited or deleted here.
+
+    A NUL in a filter or an object id cannot be in any row (PostgreSQL text holds none):
+    a filter with one is a 400 and such an id a missing object, never a database error."""
+
+    def changelist_view(self, request, extra_context=None):
+        if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
+            return HttpResponseBadRequest("A filter or search term contains a NUL character.")
+        return super().changelist_view(request, extra_context)
+
+    def get_object(self, request, object_id, from_field=None):
+        if not could_be_msg_id(str(object_id)):
+            return None
+        return super().get_object(request, object_id, from_field)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -456,6 +470,8 @@ class MessageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not could_be_msg_id(object_id):
+            raise Http404("no such message")
         message = Message.objects.using(broker_db()).filter(pk=object_id).only("pk", "state").first()
         extra = {
             "txb_can_replay": bool(
@@ -500,6 +516,8 @@ class MessageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         ]
 
     def _message(self, object_id: str) -> Message:
+        if not could_be_msg_id(object_id):
+            raise Http404("no such message")
         return get_object_or_404(Message.objects.using(broker_db()), pk=object_id)
 
     def _done(self, object_id: str) -> HttpResponseRedirect:

@@ -135,6 +135,9 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_WAKEUP_COALESCE": Setting(True, _bool),
     # Seconds after which a queued wake-up that never started stops suppressing new ones.
     "TXBROKER_WAKEUP_TTL": Setting(2.0, _non_negative_float),
+    # Seconds /metrics reuses the database gauges it read (per process): a scrape costs no
+    # query within them, so scraping often or many tables' rows cost the database nothing more.
+    "TXBROKER_METRICS_CACHE_SECONDS": Setting(15.0, _non_negative_float),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }

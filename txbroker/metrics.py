@@ -2,9 +2,13 @@
 
 Two kinds of numbers, from two places:
 
-* **Gauges are read from the database at scrape time** (:class:`BrokerCollector`): messages
-  by state, deliveries by group and status, backlog and oldest pending age per group. The
-  database is the source of truth, so any web process answers the same.
+* **Gauges are read from the database** (:class:`BrokerCollector`): messages by state,
+  deliveries by group and status, backlog and oldest pending age per group. The database is
+  the source of truth, so any web process answers the same. Reading them costs grouped
+  counts over the tables, so a process reads them at most once per
+  ``TXBROKER_METRICS_CACHE_SECONDS`` (15 s) and answers the scrapes between from memory:
+  however often ``/metrics`` is scraped, the database does that work at most once per
+  period per web process.
 * **Counters and histograms are recorded where the work happens** (check passes, delivery
   attempts), which is in Celery worker processes, not in the web process serving
   ``/metrics``. They reach it through prometheus-client's *multiprocess mode*: set
@@ -15,18 +19,28 @@ Two kinds of numbers, from two places:
 
 Recording costs one dictionary lookup and a few additions per delivery attempt
 (:func:`observe_delivery`) and per check pass (:func:`observe_check_pass`).
+
+Who may ask: ``/metrics`` answers loopback clients (a Prometheus on the same host) that did
+not come through a proxy, or, when ``METRICS_BEARER_TOKEN`` is set, only requests bearing
+it (from anywhere). ``/healthz`` tells the public only ``{"status": ...}`` (200 or 503);
+which check failed is for staff, and never a host, port or connection string.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
+from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -120,13 +134,31 @@ def observe_worker_lost(consumer_group: str, status: str) -> None:
         logger.warning("could not record delivery metrics", exc_info=True)
 
 
+_gauges_lock = threading.Lock()
+_gauges: Optional[tuple[float, dict[str, Any]]] = None  # (monotonic time read, stats)
+_clock = time.monotonic  # a test moves it
+
+
+def gauge_stats() -> dict[str, Any]:
+    """:func:`txbroker.selectors.stats`, read at most once per TXBROKER_METRICS_CACHE_SECONDS
+    in this process (0: at every call). Concurrent scrapes wait for the one reading."""
+    from txbroker.conf import txsettings
+    from txbroker.selectors import stats
+
+    global _gauges
+    max_age = txsettings.METRICS_CACHE_SECONDS
+    with _gauges_lock:
+        now = _clock()
+        if _gauges is None or max_age <= 0 or now - _gauges[0] >= max_age:
+            _gauges = (now, stats())
+        return _gauges[1]
+
+
 class BrokerCollector(Collector):
-    """Gauges read from the database at scrape time (:func:`txbroker.selectors.stats`)."""
+    """Gauges read from the database (:func:`gauge_stats`: at most once per period)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from txbroker.selectors import stats
-
-        data = stats()
+        data = gauge_stats()
         messages = GaugeMetricFamily("txbroker_messages", "Messages by state.", labels=["state"])
         for state, n in data["messages"].items():
             messages.add_metric([state], n)
@@ -176,10 +208,44 @@ class _Recorded(Collector):
         return RECORDED.collect()
 
 
+METRICS_FORBIDDEN = "/metrics answers local clients only (or set METRICS_BEARER_TOKEN)"
+METRICS_UNAUTHORIZED = "/metrics needs the header Authorization: Bearer <METRICS_BEARER_TOKEN>"
+# A request relayed by a reverse proxy on this host arrives from loopback too: these name it.
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+
+def _loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def metrics_refusal(request: HttpRequest) -> Optional[JsonResponse]:
+    """None when ``request`` may read /metrics, else the answer: 401 without the bearer token
+    when METRICS_BEARER_TOKEN is set, 403 for a client that is not local otherwise."""
+    token = getattr(settings, "METRICS_BEARER_TOKEN", "")
+    if token:
+        scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and constant_time_compare(given.strip(), token):
+            return None
+        refused = JsonResponse({"detail": METRICS_UNAUTHORIZED}, status=401)
+        refused["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return refused
+    if _loopback(request.META.get("REMOTE_ADDR", "")) and not any(h in request.META for h in PROXY_HEADERS):
+        return None
+    return JsonResponse({"detail": METRICS_FORBIDDEN}, status=403)
+
+
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format. Open like most exporters: keep it off the public network."""
+    """Prometheus text format, for local scrapers or the bearer of METRICS_BEARER_TOKEN."""
+    refused = metrics_refusal(request)
+    if refused is not None:
+        return refused
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -202,10 +268,29 @@ def check_celery_broker(timeout: float = 3.0) -> None:
 HEALTH_CHECKS = (("database", check_databases), ("celery_broker", check_celery_broker))
 
 
+def _staff_caller(request: HttpRequest) -> bool:
+    """Whether the caller is active staff, by session or by the API's authentication (a
+    token); False whenever that cannot be told (the database that holds them is down)."""
+    try:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            from rest_framework.request import Request
+            from rest_framework.settings import api_settings
+
+            authenticators = [auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+            user = Request(request, authenticators=authenticators).user
+        return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+    except Exception:  # noqa: BLE001 - unknown callers are the public
+        return False
+
+
 @never_cache
 @require_GET
 def healthz_view(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the Celery broker answer; 503 naming what failed."""
+    """200 when the database and the Celery broker answer, 503 otherwise: ``{"status"}``
+    for anyone; staff also get each check's result (``"ok"`` or ``"error: <exception
+    class>"``) and the failing ones. Error texts, which name hosts, ports, databases and
+    roles, go to the log only."""
     checks: dict[str, str] = {}
     failing = []
     for name, check in HEALTH_CHECKS:
@@ -214,9 +299,11 @@ def healthz_view(request: HttpRequest) -> JsonResponse:
             checks[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             logger.warning("health check %s failed: %s", name, exc)
-            checks[name] = f"error: {type(exc).__name__}: {exc}"[:500]
+            checks[name] = f"error: {type(exc).__name__}"
             failing.append(name)
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks}
-    if failing:
-        body["failing"] = failing
+    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable"}
+    if _staff_caller(request):
+        body["checks"] = checks
+        if failing:
+            body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)

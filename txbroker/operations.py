@@ -13,6 +13,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from txbroker import dbtime, delivery
 from txbroker.exceptions import InvalidTransition, MessageNotFound
+from txbroker.ids import could_be_msg_id
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.transitions import broker_db, message_commit, message_resume, message_rollback
 
@@ -21,10 +22,12 @@ BATCH_SIZE = 500
 
 
 def get_message(msg_id: str) -> Message:
-    try:
-        return Message.objects.using(broker_db()).get(pk=msg_id)
-    except Message.DoesNotExist:
-        raise MessageNotFound(f"no message with id {msg_id!r}") from None
+    if could_be_msg_id(msg_id):
+        try:
+            return Message.objects.using(broker_db()).get(pk=msg_id)
+        except Message.DoesNotExist:
+            pass
+    raise MessageNotFound(f"no message with id {msg_id!r}")
 
 
 def replay(msg_id: str, *, group: Optional[str] = None, force: bool = False, actor: str = "") -> int:

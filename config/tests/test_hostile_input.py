@@ -142,3 +142,30 @@ def test_the_order_id_in_the_path_is_never_an_injection(alice):
         assert alice.get(f"/api/orders/{order_id}/").status_code == 404
         assert alice.post(f"/api/orders/{order_id}/cancel/").status_code == 404
     assert Order.objects.get(order_id="H-1").status == Order.Status.CREATED
+
+
+ADMIN_NUL_URLS = [
+    "/admin/txbroker/message/%00/change/",
+    "/admin/txbroker/message/%00/replay/",
+    "/admin/txbroker/message/%00/commit/",
+    "/admin/txbroker/message/%00/rollback/",
+    "/admin/txbroker/message/%00/resume/",
+    "/admin/txbroker/message/?state__exact=%00",
+    "/admin/txbroker/message/?q=%00",
+    "/admin/txbroker/message/?topic=%00",
+    "/admin/txbroker/message/?producer_group=%00&consumer_group=%00",
+    "/admin/txbroker/message/?created_at__gte=%00",
+    "/admin/txbroker/deadletter/?consumer_group=%00",
+    "/admin/payments/charge/?q=%00",
+    "/admin/orders/order/%00/change/",
+]
+
+
+@pytest.mark.parametrize("url", ADMIN_NUL_URLS)
+def test_a_nul_in_an_admin_path_or_filter_is_a_4xx_never_a_500(client, url):
+    """A NUL can be in no row (PostgreSQL text holds none): looking for one is a 400 or a
+    missing object, for an operator and for an anonymous visitor (sent to the login)."""
+    assert client.get(url).status_code in (301, 302)  # anonymous: to the login page
+    operator = get_user_model().objects.create_superuser("nul-operator", password="pw-nul-operator-1")
+    client.force_login(operator)
+    assert client.get(url).status_code in (200, 302, 400, 404)

@@ -20,11 +20,18 @@ PRODUCTION_ENV = {
     "DJANGO_CSRF_TRUSTED_ORIGINS": "https://pay.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/txbroker",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    # This project ships no real gateway or SMS provider: running the simulations in
+    # production is a choice said out loud (without these, check --deploy reports errors:
+    # config/tests/test_simulations_refused.py).
+    "PAYMENTS_ALLOW_SIMULATED_GATEWAY": "1",
+    "NOTIFICATIONS_ALLOW_CONSOLE_SMS": "1",
 }
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    child = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PAYMENTS_", "NOTIFICATIONS_"))
+    }
     child.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=child, capture_output=True, text=True, timeout=120
@@ -66,7 +73,44 @@ def test_cookies_are_secure_and_http_only_where_it_matters():
     assert not settings.DEBUG
     assert settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE
     assert settings.SESSION_COOKIE_HTTPONLY
-    assert settings.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def production_setting(name: str, **env: str) -> str:
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        f"from django.conf import settings; print(repr(settings.{name}))",
+        **PRODUCTION_ENV,
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_x_forwarded_proto_is_trusted_only_behind_a_trusted_proxy():
+    # No proxy (the default): a client's X-Forwarded-Proto header means nothing.
+    assert production_setting("SECURE_PROXY_SSL_HEADER") == "None"
+    assert production_setting("NUM_PROXIES") == "0"
+    # One proxy, which sets the header (and overwrites the client's).
+    assert production_setting("SECURE_PROXY_SSL_HEADER", DJANGO_NUM_PROXIES="1") == str(
+        ("HTTP_X_FORWARDED_PROTO", "https")
+    )
+    assert production_setting("REST_FRAMEWORK['NUM_PROXIES']", DJANGO_NUM_PROXIES="1") == "1"
+
+
+def test_check_deploy_reports_nothing_behind_a_trusted_proxy_either():
+    result = manage("check", "--deploy", "--fail-level", "DEBUG", DJANGO_NUM_PROXIES="1", **PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_forged_x_forwarded_proto_does_not_make_a_request_secure(settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = Client().get("/api/orders/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 301
+    assert response["Location"].startswith("https://")
 
 
 @pytest.mark.django_db

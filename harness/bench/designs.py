@@ -34,7 +34,7 @@ from orders.selectors import order_get
 from orders.services import order_mark_paid
 from payments.events import TAG, TOPIC, PaymentSucceeded
 from payments.gateways import get_gateway
-from payments.models import Charge, PaymentRecord
+from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
 from points.models import PointsRecord, UserPoints
 from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
@@ -155,6 +155,7 @@ TABLES = [
     PointsRecord,
     UserPoints,
     Charge,
+    SimulatedGatewayCharge,  # the gateway's books: charge ids restart, so must its keys
     PaymentRecord,
     Order,
 ]
@@ -187,7 +188,8 @@ def orders_create(payments: int, *, users: int = 200) -> list[tuple[str, int, De
         User.objects.filter(username__startswith=USER_PREFIX).order_by("pk").values_list("pk", flat=True)
     )
     NotificationProfile.objects.bulk_create(
-        NotificationProfile(user_id=pk, phone=f"+86138{pk:08d}"[:16], updated_at=now) for pk in user_ids
+        NotificationProfile(user_id=pk, phone=f"+86138{pk:08d}"[:16], phone_verified_at=now, updated_at=now)
+        for pk in user_ids
     )
     rows = [(f"BENCH-{i:08d}", user_ids[i % len(user_ids)], AMOUNT) for i in range(payments)]
     Order.objects.bulk_create(

@@ -44,6 +44,9 @@ def child_env(**extra: str) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_EXTRA_APPS": ",".join(apps),
             "NOTIFICATIONS_SMS_BACKEND": "harness.bench.backends.NullSmsBackend",
+            # Simulations, knowingly (the bench may run with DEBUG off).
+            "PAYMENTS_ALLOW_SIMULATED_GATEWAY": "1",
+            "NOTIFICATIONS_ALLOW_CONSOLE_SMS": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )

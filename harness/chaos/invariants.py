@@ -220,20 +220,25 @@ def check(
 
 def _check_charges(records, lost, stuck, note) -> dict[str, int]:
     """Every charge settled once quiet: none left PENDING/APPROVED, and every charge the
-    (simulated, deterministic) gateway approved is RECORDED with its payment or ABANDONED
-    (to refund). Returns the final statuses of the charges reconciliation settled."""
-    from payments.models import Charge
-    from payments.services import CHARGE_RECONCILED
+    gateway approved (its books: ``SimulatedGatewayCharge``) is RECORDED with its payment or
+    ABANDONED (to refund). A charge whose gateway call never ran (its process died first) or
+    failed may end ERROR: nothing was charged. Returns the final statuses of the charges
+    reconciliation settled."""
+    from payments.models import Charge, SimulatedGatewayCharge
+    from payments.reconciliation import CHARGE_RECONCILED
 
     for pk, order_id, status in Charge.objects.unsettled().values_list("pk", "order_id", "status"):
         note("charge_unsettled", stuck, f"charge {pk} ({order_id}) {status}")
-    approved_methods = {"sim_approve"}
-    for pk, order_id, status in (
-        Charge.objects.filter(payment_method__in=approved_methods)
-        .exclude(status__in=[*Charge.UNSETTLED, Charge.Status.RECORDED, Charge.Status.ABANDONED])
-        .values_list("pk", "order_id", "status")
-    ):
-        note("charge_approved_unaccounted", lost, f"charge {pk} ({order_id}) {status}")
+    approved = set(
+        SimulatedGatewayCharge.objects.filter(
+            approved=True, idempotency_key__startswith=Charge.IDEMPOTENCY_KEY_PREFIX
+        ).values_list("idempotency_key", flat=True)
+    )
+    for pk, order_id, status in Charge.objects.exclude(
+        status__in=[*Charge.UNSETTLED, Charge.Status.RECORDED, Charge.Status.ABANDONED]
+    ).values_list("pk", "order_id", "status"):
+        if f"{Charge.IDEMPOTENCY_KEY_PREFIX}{pk}" in approved:
+            note("charge_approved_unaccounted", lost, f"charge {pk} ({order_id}) {status}")
     for pk, order_id in Charge.objects.filter(status=Charge.Status.RECORDED).values_list("pk", "order_id"):
         if order_id not in records:
             note("charge_recorded_without_record", lost, f"charge {pk} ({order_id})")

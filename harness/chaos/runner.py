@@ -26,8 +26,14 @@ DEFAULT_FAULT_POINTS = (
     "handler_after_commit=0.05,handler_first_attempt_error=0.3"
 )
 # Charge reconciliation at the pace of the broker's short intervals: a charge left by a
-# killed web worker is settled about ten seconds later, within the clients' retries.
-FAST_RECONCILE_ENV = {"PAYMENTS_CHARGE_RECONCILE_AFTER": "10", "PAYMENTS_CHARGE_RECONCILE_INTERVAL": "2"}
+# killed web worker is settled about ten seconds later, within the clients' retries. The
+# simulated gateway answers at once here, so a charge it does not know is closed as soon as
+# reconciliation looks (gateway timeout below the threshold).
+FAST_RECONCILE_ENV = {
+    "PAYMENTS_CHARGE_RECONCILE_AFTER": "10",
+    "PAYMENTS_CHARGE_RECONCILE_INTERVAL": "2",
+    "PAYMENTS_GATEWAY_TIMEOUT": "5",
+}
 # However long the backlog takes, a run never waits longer than this to settle.
 SETTLE_HARD_LIMIT = 900.0
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import factory
+from django.utils import timezone
 
 from notifications.models import NotificationProfile
 from orders.tests.factories import UserFactory
@@ -12,3 +13,8 @@ class NotificationProfileFactory(factory.django.DjangoModelFactory):
 
     user = factory.SubFactory(UserFactory)
     phone = factory.Sequence(lambda n: f"+86139{n:08d}")
+    # Verified, so payment SMS go to it (``unverified=True``: set, its code not entered yet).
+    phone_verified_at = factory.LazyFunction(timezone.now)
+
+    class Params:
+        unverified = factory.Trait(phone_verified_at=None)

@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from notifications.backends import ConsoleSmsBackend, FileSmsBackend, InMemorySmsBackend, get_sms_backend
+import pytest
+from django.utils.module_loading import import_string
+
+from notifications.backends import (
+    ConsoleSmsBackend,
+    FileSmsBackend,
+    InMemorySmsBackend,
+    SmsBackend,
+    get_sms_backend,
+    phone_masked,
+)
 
 
 def test_the_setting_picks_the_backend(settings):
@@ -8,9 +18,28 @@ def test_the_setting_picks_the_backend(settings):
     assert isinstance(get_sms_backend(), ConsoleSmsBackend)
 
 
-def test_console_backend_writes_to_stdout(capsys):
-    provider_id = ConsoleSmsBackend().send(to="+861", text="hello")
-    assert f"[SMS {provider_id}] to +861: hello" in capsys.readouterr().out
+def test_console_backend_writes_to_stdout_with_the_number_masked(capsys):
+    provider_id = ConsoleSmsBackend().send(to="+8613800138000", text="hello")
+    out = capsys.readouterr().out
+    assert f"[SMS {provider_id}] to +*********8000: hello" in out
+    assert "13800138000" not in out
+
+
+@pytest.mark.parametrize(
+    ("phone", "masked"),
+    [("+8613800138000", "+*********8000"), ("13800138000", "*******8000"), ("+123456", "+****56")],
+)
+def test_phone_masked_keeps_only_the_last_digits(phone, masked):
+    assert phone_masked(phone) == masked
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [ConsoleSmsBackend, InMemorySmsBackend, FileSmsBackend, "harness.bench.backends.NullSmsBackend"],
+)
+def test_the_backends_here_are_simulations(backend):
+    backend = import_string(backend) if isinstance(backend, str) else backend
+    assert backend.simulated and not SmsBackend.simulated
 
 
 def test_in_memory_backend_keeps_an_outbox(sms_outbox):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rest_framework.authtoken.models import Token
 
 from orders.models import Order
-from orders.services import ORDER_ID_TAKEN, ORDER_NOT_CANCELLABLE
+from orders.services import ORDER_ID_TAKEN, ORDER_NOT_CANCELLABLE, order_id_generate
 from orders.tests.factories import OrderFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +65,7 @@ PROTECTED = [
     ("get", "/api/notifications/"),
     ("get", "/api/notifications/phone/"),
     ("put", "/api/notifications/phone/"),
+    ("post", "/api/notifications/phone/verify/"),
 ]
 
 
@@ -152,6 +155,27 @@ def test_a_taken_order_id_is_409_naming_the_field(client_for):
 
     assert response.status_code == 409
     assert response.json() == {"order_id": [ORDER_ID_TAKEN]}
+
+
+def test_order_ids_are_global_and_the_409_says_so(client_for):
+    # One business key across all users: another user's order id is taken too, and the
+    # message says why and what to do.
+    OrderFactory(order_id="SOMEONE-ELSES")
+
+    response = client_for(UserFactory()).post(
+        "/api/orders/", {"amount": "1.00", "order_id": "SOMEONE-ELSES"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert "unique across all users' orders" in response.json()["order_id"][0]
+    assert "omit order_id" in response.json()["order_id"][0]
+
+
+def test_generated_order_ids_are_96_random_bits():
+    ids = {order_id_generate() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"ORD-[0-9A-F]{24}", order_id) for order_id in ids)
 
 
 @pytest.mark.parametrize("amount", INVALID_AMOUNTS)

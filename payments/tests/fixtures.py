@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +16,17 @@ from rest_framework.test import APIClient
 
 from notifications.backends import FileSmsBackend, InMemorySmsBackend, Sms
 from notifications.models import Notification
+from notifications.services import order_reference
 from orders.models import Order
-from payments.gateways import SimulatedGateway
+from payments.clock import db_ago
+from payments.gateways import GatewayError, SimulatedGateway
 from payments.models import Charge, PaymentRecord
 from points.models import PointsRecord
 from points.selectors import points_balance
 from txbroker.models import Delivery, Message
 from txbroker.tests.processes import Proc, start_worker, wait_for
 
-# The fixtures; the helpers (effects, wait_settled) are imported by name where used.
+# The fixtures; the helpers (effects, wait_settled, gateway_charge, ...) are imported by name.
 __all__ = [
     "anon",
     "app_worker",
@@ -85,8 +88,9 @@ class AppWorker:
     sms_path: Path
 
     def sms(self, order_id: str | None = None) -> list[Sms]:
+        """The SMS sent (of one order: naming its reference, as payment SMS do)."""
         sent = FileSmsBackend.read(self.sms_path)
-        return [s for s in sent if order_id is None or order_id in s.text]
+        return [s for s in sent if order_id is None or f" {order_reference(order_id)} " in s.text]
 
 
 @pytest.fixture
@@ -151,3 +155,47 @@ def wait_settled(order_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
         return state
 
     return wait_for(settled, timeout=timeout, what=f"order {order_id} settled")
+
+
+def gateway_charge(charge: Charge) -> None:
+    """The charge's gateway call, as its payment made it: the gateway records the outcome
+    (approved or declined; ``sim_error`` charges nothing). Not counted in ``gateway_calls``:
+    it sets the scene, it is not a call under test."""
+    try:
+        SimulatedGateway().charge(
+            order_id=charge.order_id,
+            amount=charge.amount,
+            payment_method=charge.payment_method,
+            idempotency_key=charge.idempotency_key,
+        )
+    except GatewayError:
+        pass
+    finally:
+        SimulatedGateway.reset()
+
+
+def age_by(charge: Charge, *, seconds: float, closed: bool = False) -> None:
+    """Make the charge ``seconds`` old, database time (``closed``: only since its last move)."""
+    since = db_ago(seconds)
+    changes = {"updated_at": since} if closed else {"created_at": since, "updated_at": since}
+    Charge.objects.filter(pk=charge.pk).update(**changes)
+    charge.refresh_from_db()
+
+
+def pay_in_a_thread(client: APIClient, order: Order) -> tuple[threading.Thread, list]:
+    """POST the order's payment from another thread; its answer lands in the list."""
+    answers: list = []
+
+    def pay() -> None:
+        try:
+            answers.append(
+                client.post(
+                    "/api/payments/", {"order_id": order.order_id, "amount": str(order.amount)}, format="json"
+                )
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=pay)
+    thread.start()
+    return thread, answers

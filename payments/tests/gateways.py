@@ -1,4 +1,5 @@
-"""Gateway backends for tests, on top of the simulated one (so its ``calls`` count them)."""
+"""Gateway backends for tests, on top of the simulated one (so its ``calls`` count them and
+its books record what it charged: ``lookup`` tells the truth)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class SlowGateway(SimulatedGateway):
 
 
 class BlockingGateway(SimulatedGateway):
-    """Answers only once the test sets ``release``; sets ``entered`` when called."""
+    """A call in flight until the test sets ``release``: the gateway has not charged yet (its
+    lookup finds nothing), then charges and answers. Sets ``entered`` when called."""
 
     entered = threading.Event()
     release = threading.Event()
@@ -46,14 +48,37 @@ class BlockingGateway(SimulatedGateway):
         )
 
 
-class HangingGateway(SimulatedGateway):
-    """For a producer process the test kills: says it is charging, then never answers
-    (the charge is made at the gateway, the caller never hears back)."""
+class HeldAnswerGateway(BlockingGateway):
+    """The gateway charges at once (its lookup knows the answer), but the answer reaches the
+    caller only when the test sets ``release``: a slow network on the way back."""
 
     def charge(
         self, *, order_id: str, amount: Decimal, payment_method: str, idempotency_key: str
     ) -> ChargeResult:
-        print(f"gateway charging {idempotency_key}", flush=True)
+        answer = SimulatedGateway.charge(
+            self,
+            order_id=order_id,
+            amount=amount,
+            payment_method=payment_method,
+            idempotency_key=idempotency_key,
+        )
+        self.entered.set()
+        if not self.release.wait(timeout=30):
+            raise AssertionError("HeldAnswerGateway was never released")
+        return answer
+
+
+class HangingGateway(SimulatedGateway):
+    """For a producer process the test kills: the gateway charges (and records it), says so,
+    then its answer never comes back (the caller never hears it)."""
+
+    def charge(
+        self, *, order_id: str, amount: Decimal, payment_method: str, idempotency_key: str
+    ) -> ChargeResult:
+        super().charge(
+            order_id=order_id, amount=amount, payment_method=payment_method, idempotency_key=idempotency_key
+        )
+        print(f"gateway charged {idempotency_key}, the answer is held", flush=True)
         threading.Event().wait(timeout=120)  # the test SIGKILLs the process long before
         raise AssertionError("HangingGateway was not killed")
 
@@ -63,13 +88,6 @@ class UnreachableLookupGateway(SimulatedGateway):
 
     def lookup(self, *, idempotency_key: str) -> Optional[ChargeResult]:
         raise GatewayError("lookup: payment gateway unavailable (simulated)")
-
-
-class LateBlockingGateway(BlockingGateway):
-    """A blocking charge the gateway has not registered yet: its lookup finds nothing."""
-
-    def lookup(self, *, idempotency_key: str) -> Optional[ChargeResult]:
-        return None
 
 
 class CountingLookupGateway(SimulatedGateway):

@@ -204,7 +204,8 @@ def test_local_transaction_rolls_back_when_the_order_is_no_longer_payable():
 
 
 @pytest.mark.django_db
-def test_local_transaction_answers_unknown_on_a_database_error(monkeypatch):
+def test_local_transaction_answers_unknown_on_a_database_error(monkeypatch, settings):
+    settings.PAYMENTS_RECORD_RETRY_SECONDS = 0  # no second try (test_record_retry.py has them)
     order = OrderFactory()
     charge = ChargeFactory(order_id=order.order_id, user=order.user)
 

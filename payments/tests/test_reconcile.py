@@ -1,7 +1,9 @@
 """Charge reconciliation, in this process: stale PENDING/APPROVED charges are settled with
 the gateway and completed by the payment's own message; young charges, charges whose
-message exists and charges check-back gave up on are left alone; concurrent runs settle
-each charge once; a live payment racing reconciliation never records twice.
+message exists and charges check-back gave up on are left alone; a charge the gateway does
+not know is closed only once its call cannot be in flight any more; charges closed without
+the gateway's answer are rechecked, and a late approval is marked for refund; concurrent
+runs settle each charge once; a live payment racing reconciliation never records twice.
 
 The killed-producer scenarios, with real worker and beat processes, are in
 ``test_reconcile_crash.py``."""
@@ -15,7 +17,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.tests.factories import NotificationProfileFactory
@@ -23,16 +25,17 @@ from orders.models import Order
 from orders.tests.factories import OrderFactory
 from payments import services
 from payments.checkers import payment_producer
+from payments.clock import db_now
 from payments.events import PRODUCER_GROUP, TAG, TOPIC
-from payments.gateways import ChargeResult, SimulatedGateway
-from payments.models import Charge, PaymentRecord
+from payments.gateways import ChargeResult, GatewayTimeout, SimulatedGateway
+from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
+from payments.reconciliation import ReconcileOutcome, charge_reconcile_stale
 from payments.schedule import RECONCILE_TASK_NAME, ensure_periodic_tasks
 from payments.selectors import payment_blocks_cancel
-from payments.services import ReconcileOutcome, charge_reconcile_stale
 from payments.tasks import charge_reconcile
 from payments.tests.factories import ChargeFactory
-from payments.tests.fixtures import effects
-from payments.tests.gateways import BlockingGateway, CountingLookupGateway, LateBlockingGateway
+from payments.tests.fixtures import age_by, effects, gateway_charge, pay_in_a_thread
+from payments.tests.gateways import BlockingGateway, CountingLookupGateway, HeldAnswerGateway
 from txbroker import LocalTransactionState, OutgoingMessage, checkback, delivery, messages_with_key
 from txbroker.tests.processes import wait_for
 
@@ -50,15 +53,32 @@ def check_pass_now():
 
 
 def unsettled_charge(
-    *, status: str, method: str = "sim_approve", age: float = STALE, order: Order | None = None
+    *,
+    status: str,
+    method: str = "sim_approve",
+    age: float = STALE,
+    order: Order | None = None,
+    at_gateway: bool = True,
 ) -> Charge:
-    """A charge left as a payment whose process died leaves it, ``age`` seconds ago."""
+    """A charge left as a payment whose process died leaves it, ``age`` seconds ago (database
+    time). ``at_gateway``: its gateway call ran (the gateway's books say what it did)."""
     order = order or OrderFactory()
     charge = ChargeFactory(
         order_id=order.order_id, user=order.user, amount=order.amount, status=status, payment_method=method
     )
-    since = timezone.now() - timedelta(seconds=age)
-    Charge.objects.filter(pk=charge.pk).update(created_at=since, updated_at=since)
+    if at_gateway:
+        gateway_charge(charge)
+    age_by(charge, seconds=age)
+    return charge
+
+
+def closed_without_answer(
+    *, reason: str = services.CHARGE_RECONCILED_NOT_FOUND, age: float = STALE
+) -> Charge:
+    """A charge closed ERROR without the gateway's answer ``age`` seconds ago; the gateway
+    has nothing for it (yet)."""
+    charge = unsettled_charge(status=Charge.Status.ERROR, age=age, at_gateway=False)
+    Charge.objects.filter(pk=charge.pk).update(reason=reason)
     charge.refresh_from_db()
     return charge
 
@@ -88,11 +108,13 @@ def counting_gateway(settings):
 
 
 # --- the gateway's lookup ---------------------------------------------------------------------
-def test_simulated_lookup_gives_the_answer_the_charge_got_in_any_process():
+def test_simulated_lookup_answers_what_the_gateway_recorded_and_nothing_before():
     gateway = SimulatedGateway()
-    approved = unsettled_charge(status=Charge.Status.PENDING, method="sim_approve")
-    declined = unsettled_charge(status=Charge.Status.PENDING, method="sim_decline")
-    failed = unsettled_charge(status=Charge.Status.PENDING, method="sim_error")
+    approved = unsettled_charge(status=Charge.Status.PENDING, method="sim_approve", at_gateway=False)
+    declined = unsettled_charge(status=Charge.Status.PENDING, method="sim_decline", at_gateway=False)
+    failed = unsettled_charge(status=Charge.Status.PENDING, method="sim_error", at_gateway=False)
+    for charge in (approved, declined, failed):  # charge() never ran: the gateway knows nothing
+        assert gateway.lookup(idempotency_key=charge.idempotency_key) is None
 
     charged = gateway.charge(
         order_id=approved.order_id,
@@ -100,6 +122,8 @@ def test_simulated_lookup_gives_the_answer_the_charge_got_in_any_process():
         payment_method="sim_approve",
         idempotency_key=approved.idempotency_key,
     )
+    gateway_charge(declined)
+    gateway_charge(failed)
 
     assert gateway.lookup(idempotency_key=approved.idempotency_key) == charged
     assert charged.reference == SimulatedGateway.reference_of(approved.idempotency_key)
@@ -109,6 +133,83 @@ def test_simulated_lookup_gives_the_answer_the_charge_got_in_any_process():
     assert gateway.lookup(idempotency_key=failed.idempotency_key) is None  # an error charges nothing
     assert gateway.lookup(idempotency_key="charge-999999999") is None
     assert gateway.lookup(idempotency_key="naive-ORDER_1") is None
+    # One charge per key: a repeated call answers what the first recorded.
+    again = gateway.charge(
+        order_id=approved.order_id,
+        amount=approved.amount,
+        payment_method="sim_decline",
+        idempotency_key=approved.idempotency_key,
+    )
+    assert again == charged
+    assert SimulatedGatewayCharge.objects.filter(idempotency_key=approved.idempotency_key).count() == 1
+
+
+def test_the_gateways_books_survive_the_callers_rollback():
+    """The gateway is another system: a charge made inside the caller's transaction stays
+    charged when that transaction rolls back."""
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has one writer: the gateway's own connection would wait for the caller")
+    charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
+
+    with pytest.raises(RuntimeError, match="caller fails"), transaction.atomic():
+        SimulatedGateway().charge(
+            order_id=charge.order_id,
+            amount=charge.amount,
+            payment_method="sim_approve",
+            idempotency_key=charge.idempotency_key,
+        )
+        raise RuntimeError("the caller fails after the charge")
+
+    assert SimulatedGateway().lookup(idempotency_key=charge.idempotency_key) == ChargeResult(
+        approved=True, reference=SimulatedGateway.reference_of(charge.idempotency_key)
+    )
+
+
+def test_a_call_is_unknown_to_the_gateway_until_its_latency_has_passed(settings):
+    settings.PAYMENTS_SIMULATED_GATEWAY_LATENCY = 1.5
+    charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
+    gateway = SimulatedGateway()
+    answers: list = []
+
+    def call() -> None:
+        try:
+            answers.append(
+                gateway.charge(
+                    order_id=charge.order_id,
+                    amount=charge.amount,
+                    payment_method="sim_approve",
+                    idempotency_key=charge.idempotency_key,
+                )
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_for(lambda: SimulatedGateway.calls, what="the call")
+    assert gateway.lookup(idempotency_key=charge.idempotency_key) is None  # in flight
+    thread.join(timeout=30)
+
+    assert answers == [gateway.lookup(idempotency_key=charge.idempotency_key)]
+    assert answers[0].approved
+
+
+def test_a_call_longer_than_the_gateway_timeout_times_out_but_may_have_charged(settings):
+    """The caller gives up after PAYMENTS_GATEWAY_TIMEOUT; the gateway charged anyway."""
+    settings.PAYMENTS_SIMULATED_GATEWAY_LATENCY = 1.0
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 0.2
+    charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
+    gateway = SimulatedGateway()
+
+    with pytest.raises(GatewayTimeout, match=r"within 0\.2s"):
+        gateway.charge(
+            order_id=charge.order_id,
+            amount=charge.amount,
+            payment_method="sim_approve",
+            idempotency_key=charge.idempotency_key,
+        )
+
+    assert gateway.lookup(idempotency_key=charge.idempotency_key).approved
 
 
 # --- what is left alone -----------------------------------------------------------------------
@@ -243,6 +344,148 @@ def test_an_approved_charge_without_message_is_completed_after_an_earlier_rolled
     assert PaymentRecord.objects.filter(order_id=order.order_id).count() == 1
 
 
+# --- a charge the gateway does not know ------------------------------------------------------
+def test_a_charge_unknown_to_the_gateway_stays_pending_while_its_call_may_be_in_flight(settings):
+    """Younger than PAYMENTS_GATEWAY_TIMEOUT (database time), a charge the gateway has no
+    record of may still be approved by a call in flight: it stays PENDING and is asked
+    again later; once its call is over, not found is final."""
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 30
+    late = unsettled_charge(status=Charge.Status.PENDING, age=5, at_gateway=False)
+    lost = unsettled_charge(status=Charge.Status.PENDING, age=5, at_gateway=False)
+
+    report = charge_reconcile_stale(older_than=1)
+
+    assert report.outcomes == {ReconcileOutcome.IN_FLIGHT: 2}
+    assert report.summary() == "reconciled 2 charge(s) older than 1s: 2 in flight"
+    for charge in (late, lost):
+        charge.refresh_from_db()
+        assert (charge.status, charge.reason) == (Charge.Status.PENDING, "")
+        assert charge.reconciled_at is not None  # leased: asked again only past the threshold
+    assert charge_reconcile_stale(older_than=60).examined == 0
+
+    gateway_charge(late)  # its call completes: approved
+    age_by(lost, seconds=31)  # the other one's call is over, whatever it was
+    report = charge_reconcile_stale(older_than=0)
+
+    assert report.outcomes == {ReconcileOutcome.COMPLETED: 1, ReconcileOutcome.NOT_FOUND: 1}
+    late.refresh_from_db()
+    lost.refresh_from_db()
+    assert late.status == Charge.Status.RECORDED
+    assert (lost.status, lost.reason) == (Charge.Status.ERROR, services.CHARGE_RECONCILED_NOT_FOUND)
+
+
+def test_dry_run_tells_in_flight_from_not_found(settings):
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 30
+    unsettled_charge(status=Charge.Status.PENDING, age=5, at_gateway=False)
+    unsettled_charge(status=Charge.Status.PENDING, age=STALE, at_gateway=False)
+
+    report = charge_reconcile_stale(older_than=1, dry_run=True)
+
+    assert report.outcomes == {ReconcileOutcome.IN_FLIGHT: 1, ReconcileOutcome.NOT_FOUND: 1}
+    assert set(Charge.objects.values_list("status", "reconciled_at")) == {(Charge.Status.PENDING, None)}
+
+
+# --- charges closed without the gateway's answer, rechecked -----------------------------------
+def test_an_approval_found_after_reconciliation_closed_the_charge_marks_it_for_refund(client_for):
+    charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
+    assert charge_reconcile_stale(older_than=60).outcomes == {ReconcileOutcome.NOT_FOUND: 1}
+    charge.refresh_from_db()
+    assert (charge.status, charge.reason) == (Charge.Status.ERROR, services.CHARGE_RECONCILED_NOT_FOUND)
+
+    gateway_charge(charge)  # the gateway approves it after all
+    report = charge_reconcile_stale(older_than=0)
+
+    assert (report.examined, report.recheck_outcomes) == (0, {ReconcileOutcome.APPROVED_LATE: 1})
+    assert report.summary() == (
+        "no charge left PENDING or APPROVED for more than 0s; "
+        "rechecked 1 charge(s) closed without the gateway's answer: 1 approved late"
+    )
+    charge.refresh_from_db()
+    assert (charge.status, charge.reason, charge.reference) == (
+        Charge.Status.ABANDONED,
+        services.CHARGE_RECONCILED_APPROVED_LATE,
+        SimulatedGateway.reference_of(charge.idempotency_key),
+    )
+    assert Charge.objects.to_refund().get() == charge
+    assert message_states(charge.order_id) == []
+    assert not PaymentRecord.objects.exists()
+    # Never asked again; the order is payable.
+    assert charge_reconcile_stale(older_than=0).rechecked == 0
+    answer = client_for(charge.user).post(
+        "/api/payments/", {"order_id": charge.order_id, "amount": "99.00"}, format="json"
+    )
+    assert answer.status_code == 201
+    assert sorted(effects(charge.order_id)["charges"]) == ["ABANDONED", "RECORDED"]
+
+
+def test_closed_charges_are_rechecked_once_per_threshold_and_only_within_the_window(
+    settings, counting_gateway
+):
+    settings.PAYMENTS_CHARGE_RECHECK_WINDOW = 600
+    fresh = closed_without_answer(age=5)
+    recent = closed_without_answer(age=120)
+    timed_out = closed_without_answer(reason=services.CHARGE_GATEWAY_TIMED_OUT, age=120)
+    expired = closed_without_answer(age=700)  # closed longer ago than the window
+    unsettled_charge(status=Charge.Status.ERROR, at_gateway=False)  # a plain error: nothing charged
+
+    report = charge_reconcile_stale(older_than=60)
+
+    assert (report.examined, report.rechecked) == (0, 2)
+    assert report.recheck_outcomes == {ReconcileOutcome.STILL_NOT_CHARGED: 2}
+    assert sorted(counting_gateway) == sorted([recent.idempotency_key, timed_out.idempotency_key])
+    # Leased: not asked again within the threshold; the fresh one once closed long enough.
+    assert charge_reconcile_stale(older_than=60).rechecked == 0
+    age_by(fresh, seconds=120, closed=True)
+    assert charge_reconcile_stale(older_than=60).recheck_outcomes == {ReconcileOutcome.STILL_NOT_CHARGED: 1}
+    assert counting_gateway[-1] == fresh.idempotency_key
+    assert len(counting_gateway) == 3
+    for charge in (fresh, recent, timed_out, expired):
+        before = charge.reason
+        charge.refresh_from_db()
+        assert (charge.status, charge.reason) == (Charge.Status.ERROR, before)
+    expired.refresh_from_db()
+    assert expired.reconciled_at is None
+
+
+def test_a_timed_out_payment_the_gateway_approved_is_marked_for_refund(settings, client_for):
+    """The payment's gateway call times out (502), the gateway charged anyway: the charge
+    was closed not knowing; reconciliation's recheck finds the approval, ABANDONED."""
+    settings.PAYMENTS_SIMULATED_GATEWAY_LATENCY = 0.6
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 0.2
+    order = OrderFactory()
+
+    answer = client_for(order.user).post(
+        "/api/payments/", {"order_id": order.order_id, "amount": "99.00"}, format="json"
+    )
+
+    assert answer.status_code == 502
+    charge = Charge.objects.get(order_id=order.order_id)
+    assert (charge.status, charge.reason) == (Charge.Status.ERROR, services.CHARGE_GATEWAY_TIMED_OUT)
+    assert charge_reconcile_stale(older_than=0).recheck_outcomes == {ReconcileOutcome.APPROVED_LATE: 1}
+    charge.refresh_from_db()
+    assert (charge.status, charge.reason) == (
+        Charge.Status.ABANDONED,
+        services.CHARGE_RECONCILED_APPROVED_LATE,
+    )
+    assert not PaymentRecord.objects.exists()
+    assert not payment_blocks_cancel(order_id=order.order_id)
+
+
+def test_reconciliation_scans_are_served_by_their_partial_indexes():
+    """Neither pass reads the whole charges table: each filter matches a partial index."""
+    if connection.vendor != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    started = db_now()
+    stale = Charge.objects.stale(older_than=60, leased_before=started).order_by("updated_at", "pk")
+    closed = Charge.objects.to_recheck(older_than=60, window=86400, leased_before=started).order_by(
+        "updated_at", "pk"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # an empty table would be read anyway
+        assert "payments_charge_unsettled" in stale.explain()
+        assert "payments_charge_recheck" in closed.explain()
+
+
 def test_an_unreachable_gateway_leaves_the_charge_for_a_later_run(settings):
     settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.UnreachableLookupGateway"
     charge = unsettled_charge(status=Charge.Status.PENDING)
@@ -266,6 +509,8 @@ def test_the_task_runs_one_pass_with_the_configured_threshold(settings):
         "dry_run": False,
         "examined": 1,
         "outcomes": {ReconcileOutcome.DECLINED: 1},
+        "rechecked": 0,
+        "recheck_outcomes": {},
     }
 
 
@@ -274,6 +519,9 @@ def test_concurrent_runs_settle_each_charge_once(counting_gateway):
     approvals = [unsettled_charge(status=Charge.Status.PENDING) for _ in range(6)]
     declines = [unsettled_charge(status=Charge.Status.PENDING, method="sim_decline") for _ in range(3)]
     approved = [unsettled_charge(status=Charge.Status.APPROVED) for _ in range(3)]
+    late = [closed_without_answer() for _ in range(3)]
+    for charge in late:
+        gateway_charge(charge)  # approved after reconciliation closed it
     reports, errors = [], []
     start = threading.Barrier(4)
 
@@ -298,47 +546,35 @@ def test_concurrent_runs_settle_each_charge_once(counting_gateway):
         ReconcileOutcome.COMPLETED: 9,
         ReconcileOutcome.DECLINED: 3,
     }
-    pending = approvals + declines
-    assert sorted(counting_gateway) == sorted(c.idempotency_key for c in pending)  # each asked once
+    assert sum(r.rechecked for r in reports) == 3
+    assert sum((r.recheck_outcomes for r in reports), start=Counter()) == {ReconcileOutcome.APPROVED_LATE: 3}
+    asked = approvals + declines + late
+    assert sorted(counting_gateway) == sorted(c.idempotency_key for c in asked)  # each asked once
     for charge in approvals + approved:
         assert message_states(charge.order_id) == ["COMMITTED"]
         assert PaymentRecord.objects.filter(order_id=charge.order_id).count() == 1
     assert Charge.objects.filter(status=Charge.Status.RECORDED).count() == 9
     assert Charge.objects.filter(status=Charge.Status.DECLINED).count() == 3
+    assert Charge.objects.filter(status=Charge.Status.ABANDONED).count() == 3
 
 
 # --- a live payment racing reconciliation -----------------------------------------------------
-def pay_in_a_thread(client, order) -> tuple[threading.Thread, list]:
-    answers: list = []
-
-    def pay() -> None:
-        try:
-            answers.append(
-                client.post("/api/payments/", {"order_id": order.order_id, "amount": "99.00"}, format="json")
-            )
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=pay)
-    thread.start()
-    return thread, answers
-
-
 def test_reconciliation_completing_a_slow_payment_first_records_it_once(settings, client_for, gateway_calls):
-    """The gateway call outlasts the threshold: reconciliation finds the charge PENDING,
-    the gateway says approved, it sends the message. The slow payment then finds its charge
-    no longer PENDING, sends nothing, and answers with the record."""
-    settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.BlockingGateway"
-    BlockingGateway.arm()
+    """The gateway charged but its answer is slow to come back, past the threshold:
+    reconciliation finds the charge PENDING, the gateway says approved, it sends the
+    message. The slow payment then finds its charge no longer PENDING, sends nothing, and
+    answers with the record."""
+    settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.HeldAnswerGateway"
+    HeldAnswerGateway.arm()
     order = OrderFactory()
     thread, answers = pay_in_a_thread(client_for(order.user), order)
     try:
-        assert BlockingGateway.entered.wait(timeout=10)
+        assert HeldAnswerGateway.entered.wait(timeout=10)
         wait_for(lambda: Charge.objects.filter(order_id=order.order_id).exists(), what="the claim")
 
         assert charge_reconcile_stale(older_than=0).outcomes == {ReconcileOutcome.COMPLETED: 1}
     finally:
-        BlockingGateway.release.set()
+        HeldAnswerGateway.release.set()
         thread.join(timeout=30)
 
     assert answers[0].status_code == 201, answers[0].json()
@@ -351,20 +587,48 @@ def test_reconciliation_completing_a_slow_payment_first_records_it_once(settings
     ]
 
 
-def test_an_approval_after_reconciliation_closed_the_charge_is_marked_for_refund(settings, client_for):
-    """Reconciliation asked before the gateway had the charge (not found: ERROR, the order
-    is free); the gateway then approves. Money moved with no payment: ABANDONED, and 503."""
-    settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.LateBlockingGateway"
-    LateBlockingGateway.arm()
+def test_reconciliation_leaves_a_charge_in_flight_and_the_payment_completes_normally(settings, client_for):
+    """The gateway call outlasts the threshold but not PAYMENTS_GATEWAY_TIMEOUT: the gateway
+    has no record yet, so reconciliation leaves the charge PENDING (in flight); the payment
+    then records it as usual."""
+    settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.BlockingGateway"
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 30
+    BlockingGateway.arm()
     order = OrderFactory()
     thread, answers = pay_in_a_thread(client_for(order.user), order)
     try:
-        assert LateBlockingGateway.entered.wait(timeout=10)
+        assert BlockingGateway.entered.wait(timeout=10)
+        wait_for(lambda: Charge.objects.filter(order_id=order.order_id).exists(), what="the claim")
+
+        assert charge_reconcile_stale(older_than=0).outcomes == {ReconcileOutcome.IN_FLIGHT: 1}
+        assert Charge.objects.get(order_id=order.order_id).status == Charge.Status.PENDING
+    finally:
+        BlockingGateway.release.set()
+        thread.join(timeout=30)
+
+    assert answers[0].status_code == 201, answers[0].json()
+    charge = Charge.objects.get(order_id=order.order_id)
+    assert (charge.status, charge.reason) == (Charge.Status.RECORDED, "")
+    assert PaymentRecord.objects.get(order_id=order.order_id).message_id == answers[0].json()["message_id"]
+    assert message_states(order.order_id) == ["COMMITTED"]
+
+
+def test_an_approval_after_reconciliation_closed_the_charge_is_marked_for_refund(settings, client_for):
+    """The call outlasts PAYMENTS_GATEWAY_TIMEOUT (0 here): reconciliation asked before the
+    gateway had the charge (not found: ERROR, the order is free); the gateway then approves.
+    Money moved with no payment: the surviving payment marks it ABANDONED, and 503."""
+    settings.PAYMENTS_GATEWAY_BACKEND = "payments.tests.gateways.BlockingGateway"
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 0
+    BlockingGateway.arm()
+    order = OrderFactory()
+    thread, answers = pay_in_a_thread(client_for(order.user), order)
+    try:
+        assert BlockingGateway.entered.wait(timeout=10)
         wait_for(lambda: Charge.objects.filter(order_id=order.order_id).exists(), what="the claim")
 
         assert charge_reconcile_stale(older_than=0).outcomes == {ReconcileOutcome.NOT_FOUND: 1}
     finally:
-        LateBlockingGateway.release.set()
+        BlockingGateway.release.set()
         thread.join(timeout=30)
 
     assert answers[0].status_code == 503
@@ -402,6 +666,20 @@ def test_command_dry_run_changes_nothing_then_the_run_settles():
 
     assert out.lines() == ["reconciled 3 charge(s) older than 60s: 2 completed, 1 declined"]
     assert PaymentRecord.objects.count() == 2
+
+
+def test_command_reports_charges_in_flight_and_late_approvals(settings):
+    settings.PAYMENTS_GATEWAY_TIMEOUT = 30
+    unsettled_charge(status=Charge.Status.PENDING, age=20, at_gateway=False)  # its call may still run
+    gateway_charge(closed_without_answer())  # approved after it was closed
+    out = StoringOutput()
+
+    call_command("payments_reconcile", "--older-than", "10", stdout=out)
+
+    assert out.lines() == [
+        "reconciled 1 charge(s) older than 10s: 1 in flight; "
+        "rechecked 1 charge(s) closed without the gateway's answer: 1 approved late"
+    ]
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf"])

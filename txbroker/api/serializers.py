@@ -93,11 +93,19 @@ class StateResponseSerializer(serializers.Serializer):
 
 class DeadLetterMessageSerializer(serializers.ModelSerializer):
     keys = serializers.ListField(child=serializers.CharField())
-    body = serializers.JSONField()
+    body = serializers.JSONField(
+        allow_null=True, help_text="null unless the caller may view messages (txbroker.view_message)"
+    )
 
     class Meta:
         model = Message
         fields = ["msg_id", "topic", "tag", "keys", "producer_group", "created_at", "body"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("show_body", False):
+            data["body"] = None
+        return data
 
 
 class DeadLetterSerializer(serializers.ModelSerializer):

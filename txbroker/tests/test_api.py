@@ -1,10 +1,13 @@
-"""The broker REST API: every endpoint for anonymous (401), a normal user (403) and staff;
+"""The broker REST API: every endpoint for anonymous (401), a normal user (403), staff
+without the model permission (403) and with it;
 filters; cursor pagination; replay and resume with their effects; the stats shape; JSON
 errors on bad input; the OpenAPI schema."""
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
@@ -20,7 +23,12 @@ plain_http = operator_data.plain_http
 world = operator_data.world
 
 API = "/api/txbroker"
-ALL_PERMS = ("txbroker.replay_message", "txbroker.resume_message", "txbroker.resolve_message")
+ALL_PERMS = (
+    "txbroker.view_message",
+    "txbroker.replay_message",
+    "txbroker.resume_message",
+    "txbroker.resolve_message",
+)
 
 
 @pytest.fixture
@@ -62,9 +70,19 @@ def test_anonymous_gets_401_and_a_normal_user_403_on_every_endpoint(world):
     assert Message.objects.get(pk=world.half).state == "HALF"
 
 
-def test_staff_reads_everything_but_acts_only_with_each_permission(world):
+def test_staff_without_a_permission_gets_403_json_on_every_endpoint(world):
+    nobody = APIClient()
+    nobody.force_authenticate(make_user("staff-only", staff=True))
+    for method, url, body in endpoints(world):
+        response = getattr(nobody, method)(url, body, format="json")
+        assert response.status_code == 403, (url, response.content)
+        assert set(response.json()) == {"detail"}
+    assert set(deliveries(world.dead).values()) == {"DEAD"}
+
+
+def test_staff_with_the_view_permission_reads_everything_but_acts_only_with_each_permission(world):
     reader = APIClient()
-    reader.force_authenticate(make_user("reader", staff=True))
+    reader.force_authenticate(make_user("reader", staff=True, perms=("txbroker.view_message",)))
     for method, url, body in endpoints(world):
         response = getattr(reader, method)(url, body, format="json")
         expected = 200 if method == "get" else 403
@@ -78,8 +96,53 @@ def test_staff_reads_everything_but_acts_only_with_each_permission(world):
 
 
 def test_session_auth_works_for_staff(client, world):
-    client.force_login(make_user("browser", staff=True))
+    client.force_login(make_user("browser", staff=True, perms=("txbroker.view_message",)))
     assert client.get(f"{API}/stats/").status_code == 200
+
+
+def test_dead_letter_viewers_see_dead_letters_without_bodies_and_nothing_else(world):
+    """As in the admin: view_deadletter opens the dead-letter page, not the messages."""
+    viewer = APIClient()
+    viewer.force_authenticate(make_user("dlq-viewer", staff=True, perms=("txbroker.view_deadletter",)))
+
+    letters = viewer.get(f"{API}/dead-letters/")
+
+    assert letters.status_code == 200
+    assert letters.json()["results"]
+    assert all(letter["message"]["body"] is None for letter in letters.json()["results"])
+    assert all(letter["last_error"] for letter in letters.json()["results"])
+    assert viewer.get(f"{API}/messages/").status_code == 403
+    assert viewer.get(f"{API}/messages/{world.dead}/").status_code == 403
+    assert viewer.get(f"{API}/stats/").status_code == 403
+
+
+def test_dashboard_viewers_see_the_stats_only(world):
+    viewer = APIClient()
+    viewer.force_authenticate(make_user("dash-viewer", staff=True, perms=("txbroker.view_dashboard",)))
+
+    assert viewer.get(f"{API}/stats/").status_code == 200
+    assert viewer.get(f"{API}/messages/").status_code == 403
+    assert viewer.get(f"{API}/dead-letters/").status_code == 403
+
+
+def test_the_schema_documents_each_403_with_its_permission():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    forbidden = {
+        ("/api/txbroker/messages/", "get"): "txbroker.view_message",
+        ("/api/txbroker/messages/{msg_id}/", "get"): "txbroker.view_message",
+        ("/api/txbroker/dead-letters/", "get"): "txbroker.view_deadletter",
+        ("/api/txbroker/stats/", "get"): "txbroker.view_dashboard",
+        ("/api/txbroker/messages/{msg_id}/replay/", "post"): "txbroker.replay_message",
+        ("/api/txbroker/messages/{msg_id}/resume/", "post"): "txbroker.resume_message",
+        ("/api/txbroker/messages/{msg_id}/commit/", "post"): "txbroker.resolve_message",
+        ("/api/txbroker/dead-letters/replay/", "post"): "txbroker.replay_message",
+    }
+    for (path, method), permission in forbidden.items():
+        answer = paths[path][method]["responses"]["403"]
+        assert permission in answer["description"], (path, method)
+        assert "application/json" in answer["content"]
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -173,6 +236,29 @@ def test_cursor_pagination_walks_every_message_once(staff, world):
     assert staff.get(f"{API}/messages/", {"cursor": "garbage"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("url", "position"),
+    [
+        *((f"{API}/messages/", p) for p in ("abc", "1", "\x00")),
+        *((f"{API}/dead-letters/", p) for p in ("abc", "2024-05-01T00:00:00Z", "\x00")),
+    ],
+)
+def test_a_forged_cursor_position_is_404_not_500(staff, world, url, position):
+    # A cursor is base64 of a query string; "p" is a value of the first ordering field
+    # (created_at for messages, id for dead letters), which DRF filters on unchecked.
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    response = staff.get(url, {"cursor": cursor})
+    assert response.status_code == 404, response.content[:300]
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
+@pytest.mark.parametrize("page_size", ["0", "-1", "1.5", "\u00b2", "abc"])
+def test_a_page_size_that_is_not_a_positive_ascii_integer_is_400(staff, world, page_size):
+    response = staff.get(f"{API}/messages/", {"page_size": page_size})
+    assert response.status_code == 400
+    assert list(response.json()) == ["page_size"]
+
+
 def test_detail_has_body_properties_deliveries_and_trace(staff, world):
     body = staff.get(f"{API}/messages/{world.dead}/").json()
     assert body["body"] == {"key": "order-dead"}
@@ -184,12 +270,15 @@ def test_detail_has_body_properties_deliveries_and_trace(staff, world):
     assert trace.count(trace[0]) == 1 and "DEAD" in [e["event"] for e in trace]
 
 
-def test_missing_message_is_404_json(staff, world):
+@pytest.mark.parametrize("msg_id", ["ffffffffffffffffffffffffffffffff", "%00", "a%00b", "x" * 40])
+def test_missing_message_is_404_json(staff, world, msg_id):
+    # "%00": a NUL, which PostgreSQL text cannot hold, was a database error (500).
     for method, url in [
-        ("get", f"{API}/messages/ffffffffffffffffffffffffffffffff/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/replay/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/resume/"),
-        ("post", f"{API}/messages/ffffffffffffffffffffffffffffffff/commit/"),
+        ("get", f"{API}/messages/{msg_id}/"),
+        ("post", f"{API}/messages/{msg_id}/replay/"),
+        ("post", f"{API}/messages/{msg_id}/resume/"),
+        ("post", f"{API}/messages/{msg_id}/commit/"),
+        ("post", f"{API}/messages/{msg_id}/rollback/"),
     ]:
         response = getattr(staff, method)(url, {}, format="json")
         assert response.status_code == 404, url

@@ -1,5 +1,5 @@
 """Hosts whose clocks disagree: worker, sweep and check-back processes run under Debian's
-``faketime`` five minutes ahead or behind (monotonic time untouched, as NTP leaves it).
+``faketime`` five minutes ahead or behind.
 Every time they compare is the database's, so nothing observable changes: no HALF message
 checked before its transaction timeout nor minutes late, no fresh claim taken back, no
 retry due minutes early or late."""

@@ -3,6 +3,9 @@ answers (COMMIT, ROLLBACK, UNKNOWN, exceptions, no answer)."""
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 from django.db import transaction
 
@@ -43,7 +46,8 @@ def test_commit_stores_half_first_then_commits_with_one_delivery_per_subscribed_
     assert events(result.msg_id) == ["HALF_STORED", "LOCAL_TRANSACTION", "COMMITTED"]
     trace = txbroker.message_trace(result.msg_id)  # the public way to read it
     assert [(e.event, e.detail.split(";")[0]) for e in trace] == [
-        ("HALF_STORED", "producer group test_producer_group"),
+        # the producer process is named: who to look for when a message stays HALF
+        ("HALF_STORED", f"producer group test_producer_group ({socket.gethostname()}:{os.getpid()})"),
         ("LOCAL_TRANSACTION", "COMMIT"),
         ("COMMITTED", "by producer"),
     ]

@@ -1,8 +1,10 @@
 """/metrics (Prometheus text) and /healthz.
 
-Gauges come from the database; counters and histograms recorded in Celery worker processes
-reach the web process's /metrics through prometheus-client's multiprocess directory, which
-a test here proves with a real worker."""
+Gauges come from the database, read at most once per TXBROKER_METRICS_CACHE_SECONDS per
+process; counters and histograms recorded in Celery worker processes reach the web process's
+/metrics through prometheus-client's multiprocess directory, which a test here proves with a
+real worker. /metrics answers local clients, or the bearer of METRICS_BEARER_TOKEN; /healthz
+tells the public its status only, staff which check failed, nobody a host or a URL."""
 
 from __future__ import annotations
 
@@ -11,16 +13,28 @@ import subprocess
 import sys
 
 import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
 
-from txbroker import LocalTransactionState
+from txbroker import LocalTransactionState, metrics
 from txbroker.tests import operator_data
 from txbroker.tests.helpers import deliveries, send
 from txbroker.tests.processes import ROOT, child_env, start_worker, wait_for
 from txbroker.tests.support.models import Plan
+from txbroker.transitions import broker_db
 
 plain_http = operator_data.plain_http
 world = operator_data.world
+
+
+@pytest.fixture(autouse=True)
+def fresh_gauges(monkeypatch):
+    """Gauges read at every scrape here (a test of the cache sets its own period), and no
+    reading left over from another test."""
+    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "0")
+    monkeypatch.setattr(metrics, "_gauges", None)
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -139,19 +153,158 @@ def test_counters_recorded_in_worker_processes_reach_metrics(
     assert list(prom_dir.glob("*.db")), "the worker wrote its values to the shared directory"
 
 
+# --- who may scrape --------------------------------------------------------------------------
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
+def test_local_clients_may_scrape(client, db, address):
+    assert client.get("/metrics", REMOTE_ADDR=address).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "headers"),
+    [
+        ("10.0.0.7", {}),
+        ("203.0.113.9", {}),
+        ("::2", {}),
+        # A reverse proxy on this host relays the public from loopback: not a local client.
+        ("127.0.0.1", {"HTTP_X_FORWARDED_FOR": "203.0.113.9"}),
+        ("127.0.0.1", {"HTTP_X_REAL_IP": "203.0.113.9"}),
+        ("127.0.0.1", {"HTTP_FORWARDED": "for=203.0.113.9"}),
+    ],
+)
+def test_other_clients_get_403_and_no_metrics(client, db, address, headers):
+    response = client.get("/metrics", REMOTE_ADDR=address, **headers)
+    assert response.status_code == 403
+    assert response.json() == {"detail": metrics.METRICS_FORBIDDEN}
+    assert b"txbroker_" not in response.content
+
+
+def test_with_a_bearer_token_only_its_bearer_may_scrape_from_anywhere(client, db, settings):
+    settings.METRICS_BEARER_TOKEN = "s3cret-scrape-token"
+
+    bearer = client.get(
+        "/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token"
+    )
+    refused = [
+        client.get("/metrics", REMOTE_ADDR="127.0.0.1"),  # local, but the token is required now
+        client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer wrong"),
+        client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Token s3cret-scrape-token"),
+        client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer s3cret-scrape-tokenX"),
+    ]
+
+    assert bearer.status_code == 200
+    assert b"txbroker_messages" in bearer.content
+    for response in refused:
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert response.json() == {"detail": metrics.METRICS_UNAUTHORIZED}
+
+
+def test_the_token_is_compared_in_constant_time(client, db, settings, monkeypatch):
+    settings.METRICS_BEARER_TOKEN = "s3cret-scrape-token"
+    compared = []
+    monkeypatch.setattr(metrics, "constant_time_compare", lambda a, b: compared.append((a, b)) or a == b)
+
+    client.get("/metrics", HTTP_AUTHORIZATION="Bearer guess")
+
+    assert compared == [("guess", "s3cret-scrape-token")]
+
+
+# --- what a scrape costs ------------------------------------------------------------------------
+def broker_queries() -> CaptureQueriesContext:
+    return CaptureQueriesContext(connections[broker_db()])
+
+
+def test_many_scrapes_read_the_database_gauges_once_per_period(client, world, monkeypatch):
+    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "30")
+    clock = [1000.0]
+    monkeypatch.setattr(metrics, "_clock", lambda: clock[0])
+
+    with broker_queries() as first:
+        scrape(client)
+    with broker_queries() as following:
+        for _ in range(50):
+            samples = scrape(client)
+            clock[0] += 0.5  # 25 s of scrapes, every half second
+    clock[0] += 5  # past the period
+    with broker_queries() as next_period:
+        scrape(client)
+        scrape(client)
+
+    assert 1 <= len(first) <= 4  # the database's clock and three grouped counts, once
+    assert len(following) == 0
+    assert len(next_period) == len(first)
+    assert value(samples, "txbroker_messages", state="COMMITTED") == 2
+
+
+def test_cached_gauges_are_served_whatever_the_table_size(client, world, monkeypatch):
+    """A timing-free bound: within the period a scrape costs no query, so it does not grow
+    with the tables; the gauges it serves were read at the period's start."""
+    monkeypatch.setenv("TXBROKER_METRICS_CACHE_SECONDS", "3600")
+    before = scrape(client)
+    operator_data.bulk_insert_messages(2000)
+
+    with broker_queries() as queries:
+        after = scrape(client)
+
+    assert len(queries) == 0
+    assert value(after, "txbroker_messages", state="COMMITTED") == value(
+        before, "txbroker_messages", state="COMMITTED"
+    )
+    metrics._gauges = None  # a new period: the new rows are counted
+    assert (
+        value(scrape(client), "txbroker_messages", state="COMMITTED")
+        == value(before, "txbroker_messages", state="COMMITTED") + 2000
+    )
+
+
 # --- health ----------------------------------------------------------------------------------
-def test_healthz_is_200_when_the_database_and_the_broker_answer(client, db):
+def test_healthz_is_200_with_the_status_only_for_the_public(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "celery_broker": "ok"}}
+    assert response.json() == {"status": "ok"}
 
 
-def healthz_in_a_process(**env: str) -> tuple[int, dict]:
-    """GET /healthz in a fresh process whose settings point at ``env``."""
-    code = (
-        "from django.test import Client; import json; r = Client().get('/healthz', secure=True); "
-        "print(json.dumps({'status': r.status_code, 'body': r.json()}))"
-    )
+def test_healthz_shows_each_check_to_staff_by_session_or_token(client, db):
+    staff = operator_data.make_user("health-staff", staff=True)
+    customer = operator_data.make_user("health-customer", staff=False)
+
+    client.force_login(customer)
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.force_login(staff)
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "celery_broker": "ok"},
+    }
+    client.logout()
+    token = Token.objects.create(user=staff).key
+    by_token = client.get("/healthz", HTTP_AUTHORIZATION=f"Token {token}")
+    assert by_token.json()["checks"] == {"database": "ok", "celery_broker": "ok"}
+    assert client.get("/healthz", HTTP_AUTHORIZATION="Token not-a-token").json() == {"status": "ok"}
+
+
+HEALTHZ_SCRIPT = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+def get(client):
+    r = client.get('/healthz', secure=True)
+    return {'status': r.status_code, 'body': r.json(), 'text': r.content.decode()}
+
+answers = {'public': get(Client())}
+staff = get_user_model().objects.filter(username='health-staff').first() if STAFF else None
+if staff is not None:
+    client = Client()
+    client.force_login(staff)
+    answers['staff'] = get(client)
+print(json.dumps(answers))
+"""
+
+
+def healthz_in_a_process(*, staff: bool, **env: str) -> dict[str, dict]:
+    """GET /healthz in a fresh process whose settings point at ``env``: as the public, and
+    (``staff``) as the staff user the test made."""
+    code = HEALTHZ_SCRIPT.replace("STAFF", str(staff))
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
         cwd=ROOT,
@@ -161,21 +314,31 @@ def healthz_in_a_process(**env: str) -> tuple[int, dict]:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
-    return answer["status"], answer["body"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    ("env", "failing"),
-    [
-        ({"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}, "celery_broker"),
-        ({"DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere"}, "database"),
-    ],
-)
-def test_healthz_is_503_naming_what_failed(transactional_db, env, failing):
-    status, body = healthz_in_a_process(**env)
-    assert status == 503
-    assert body["failing"] == [failing]
-    assert body["checks"][failing].startswith("error: ")
-    other = ({"database", "celery_broker"} - {failing}).pop()
-    assert body["checks"][other] == "ok"
+# Nothing that locates a server: the closed ports below, their hosts, the URLs, names, roles.
+REVEALING = ("127.0.0.1", "localhost", ":1", "redis://", "postgres", "nowhere", "5432", "6379")
+
+
+def test_a_failing_check_is_503_with_the_status_only_for_the_public_and_named_for_staff(transactional_db):
+    operator_data.make_user("health-staff", staff=True)
+
+    answers = healthz_in_a_process(staff=True, CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+
+    public, staff = answers["public"], answers["staff"]
+    assert (public["status"], public["body"]) == (503, {"status": "unavailable"})
+    assert staff["status"] == 503
+    assert staff["body"]["failing"] == ["celery_broker"]
+    assert staff["body"]["checks"]["database"] == "ok"
+    assert staff["body"]["checks"]["celery_broker"].startswith("error: ")
+    for answer in (public, staff):
+        assert not any(word in answer["text"] for word in REVEALING), answer["text"]
+
+
+def test_a_database_outage_is_503_with_the_status_only(transactional_db):
+    answers = healthz_in_a_process(staff=False, DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere")
+
+    public = answers["public"]
+    assert (public["status"], public["body"]) == (503, {"status": "unavailable"})
+    assert not any(word in public["text"] for word in REVEALING), public["text"]

@@ -4,7 +4,7 @@ import math
 
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.services import ChargeReconcileReport, charge_reconcile_after, charge_reconcile_stale
+from payments.reconciliation import ChargeReconcileReport, charge_reconcile_after, charge_reconcile_stale
 
 OLDER_THAN_INVALID = "--older-than must be a number of seconds >= 0, not {value!r}"
 
@@ -12,7 +12,8 @@ OLDER_THAN_INVALID = "--older-than must be a number of seconds >= 0, not {value!
 class Command(BaseCommand):
     help = (
         "Settle charges left PENDING or APPROVED by payments whose process died: ask the gateway, "
-        "then complete the payment or free the order (what the beat task does)."
+        "then complete the payment or free the order; recheck charges closed without the "
+        "gateway's answer and mark late approvals for refund (what the beat task does)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -45,4 +46,4 @@ class Command(BaseCommand):
                 self.stderr.write(f"  {report.examined} charge(s) examined...")
 
         report = charge_reconcile_stale(older_than=seconds, dry_run=dry_run, progress=progress)
-        self.stdout.write(self.style.SUCCESS(report.summary()) if report.examined else report.summary())
+        self.stdout.write(self.style.SUCCESS(report.summary()) if report.noteworthy else report.summary())
