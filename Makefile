@@ -64,10 +64,11 @@ fuzz: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) \
 		$(BIN)/python -m pytest --hypothesis-profile=fuzz --hypothesis-seed=$(FUZZ_SEED) $(FUZZ_TESTS) $(PYTEST_ARGS)
 
-# `make chaos`: 1,000 payments over HTTP to gunicorn + two Celery workers + beat while
-# processes are SIGKILLed, Redis is wiped and PostgreSQL connections are cut; then the
-# invariants, txbroker beside the naive design. Its own database and Redis server.
-CHAOS_ARGS ?= --payments 1000 --concurrency 16 --baseline --json var/chaos/report.json
+# `make chaos`: 1,000 payments over HTTP to gunicorn + two Celery workers + beat under every
+# fault kind: processes SIGKILLed and frozen, Redis wiped, PostgreSQL connections cut and the
+# server crashed, a worker and beat five minutes ahead, poison messages, slow checks; then
+# the invariants, txbroker beside the naive design. Its own PostgreSQL cluster and Redis.
+CHAOS_ARGS ?= --payments 1000 --concurrency 16 --faults all --baseline --json var/chaos/report.json
 chaos: $(VENV)/.dev
 	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_ARGS)
 

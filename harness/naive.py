@@ -9,6 +9,13 @@ effects; a worker killed mid-task loses that task (already acknowledged); a Redi
 restarts loses every queued task; a failing handler is not retried. Its handlers are the
 same idempotent services, so a redelivery does not double points, but nothing guards the
 SMS against a task published twice.
+
+A poison payment (``poison_message`` in TXBROKER_FAULTS, picked by order id) kills the
+worker in each of its three tasks. Acknowledged on start, each task is simply gone: its
+effect is lost and nothing records it. With ``acks_late`` alone Celery acknowledges a task
+whose worker died just the same (lost too); with ``task_reject_on_worker_lost`` as well
+(this project's setting for its own tasks) it requeues it, and a poison task comes back
+forever, killing a pool process each time: nothing counts its attempts.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from payments.events import PaymentSucceeded
 from payments.gateways import get_gateway
 from payments.models import PaymentRecord
 from points.services import points_award_for_payment
-from txbroker.faults import fault_error, fault_point
+from txbroker.faults import fault_error, fault_point, poison_point
 
 logger = logging.getLogger("harness.naive")
 
@@ -88,9 +95,10 @@ def _publish(body: dict) -> None:
 
 
 def _run(service, body: dict) -> None:
+    event = PaymentSucceeded.from_body(body)
+    poison_point(event.order_id)
     # Every naive attempt is a first attempt: there is no retry.
     fault_error("handler_first_attempt_error")
-    event = PaymentSucceeded.from_body(body)
     with transaction.atomic():
         service(event)
         fault_point("handler_before_commit")

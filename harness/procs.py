@@ -55,7 +55,11 @@ def free_port() -> int:
 
 # --- processes --------------------------------------------------------------------------------
 class Proc:
-    """A child process in its own process group, its output in ``<log_dir>/<name>.log``."""
+    """A child process in its own process group, its output in ``<log_dir>/<name>.log``.
+
+    Under ``faketime`` (see :func:`faketime_argv`) the group's leader is faketime, which
+    forks the real program and waits for it: :attr:`main_pid` is the program's pid, and
+    :meth:`children` are the program's children (a Celery worker's pool processes)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -63,6 +67,8 @@ class Proc:
         self.env = env
         self.log_path = Path(log_dir) / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._wrapped = Path(argv[0]).name == "faketime"
+        self._main_pid: int | None = None
         self.popen = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -71,12 +77,37 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def main_pid(self) -> int:
+        """The program's pid: the group leader's, or faketime's child once it forked."""
+        if not self._wrapped:
+            return self.pid
+        if self._main_pid is None:
+            kids = _children_of(self.pid)
+            if not kids:
+                return self.pid
+            self._main_pid = kids[0]
+        return self._main_pid
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        main = self.main_pid
+        return [] if self._wrapped and main == self.pid else _children_of(main)
+
+    def group_pids(self) -> list[int]:
+        """Every live process of this group (children whose parent died included)."""
+        import psutil
+
+        pids = []
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.info["pid"]) == self.pid:
+                    pids.append(process.info["pid"])
+            except (ProcessLookupError, PermissionError):
+                continue
+        return pids
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -108,6 +139,30 @@ class Proc:
         else:
             self.signal_group(signal.SIGKILL)  # children left behind by a killed leader
         self._log.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+# Python 3.11's time.sleep() is clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME), which
+# libfaketime 0.9.10 breaks when monotonic time is left alone (FAKETIME_DONT_FAKE_MONOTONIC):
+# every sleep raises OSError EINVAL (wolfcw/libfaketime#426). The processes run under
+# faketime import this folder's sitecustomize, which falls back to a relative wait.
+FAKETIME_SHIM_DIR = ROOT / "harness" / "faketime"
+
+
+def faketime_argv(
+    argv: list[str], env: dict[str, str], offset_seconds: float
+) -> tuple[list[str], dict[str, str]]:
+    """``argv`` and ``env`` to run it under Debian's faketime with its clock
+    ``offset_seconds`` off, monotonic time untouched (as NTP leaves it)."""
+    if shutil.which("faketime") is None:
+        raise RuntimeError("faketime is not installed (apt-get install faketime)")
+    python_path = os.pathsep.join(p for p in (str(FAKETIME_SHIM_DIR), env.get("PYTHONPATH", "")) if p)
+    env = {**env, "FAKETIME_DONT_FAKE_MONOTONIC": "1", "PYTHONPATH": python_path}
+    return ["faketime", "-f", f"{offset_seconds:+g}s", *argv], env
 
 
 def service_env(
@@ -205,9 +260,17 @@ def worker_argv(
 
 
 def start_worker(
-    log_dir: Path, env: dict[str, str], *, name: str = "worker", concurrency: int = 2, queues: str = ""
+    log_dir: Path,
+    env: dict[str, str],
+    *,
+    name: str = "worker",
+    concurrency: int = 2,
+    queues: str = "",
+    clock_offset: float = 0.0,
 ) -> Proc:
     argv = worker_argv(name=name, concurrency=concurrency, extra=(f"--queues={queues}",) if queues else ())
+    if clock_offset:
+        argv, env = faketime_argv(argv, env, clock_offset)
     proc = Proc(name, argv, env, log_dir)
     # With --loglevel=WARNING "ready." is not printed: wait for the pool instead.
     wait_until(
@@ -218,7 +281,7 @@ def start_worker(
     return proc
 
 
-def start_beat(log_dir: Path, env: dict[str, str], *, name: str = "beat") -> Proc:
+def start_beat(log_dir: Path, env: dict[str, str], *, name: str = "beat", clock_offset: float = 0.0) -> Proc:
     """Celery beat on django-celery-beat's tables (run ``ensure_periodic_tasks`` first)."""
     argv = [
         sys.executable,
@@ -231,6 +294,8 @@ def start_beat(log_dir: Path, env: dict[str, str], *, name: str = "beat") -> Pro
         f"--schedule={Path(log_dir) / 'beat-schedule'}",
         "--max-interval=1",
     ]
+    if clock_offset:
+        argv, env = faketime_argv(argv, env, clock_offset)
     return Proc(name, argv, env, log_dir)
 
 
@@ -378,3 +443,99 @@ def manage(args: list[str], env: dict[str, str], *, timeout: float = 300) -> sub
             f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
         )
     return result
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the run's own: ``initdb`` in a fresh folder under the system's
+    temporary directory (the ``postgres`` user must reach it: a pytest ``tmp_path`` is
+    private to root), started with ``pg_ctl`` on a free port, so that a chaos run can crash
+    it (``pg_ctl stop -m immediate``: every server process killed, no checkpoint, crash
+    recovery at the next start) without touching the machine's server. As root, every
+    cluster command runs as the ``postgres`` user (initdb refuses root)."""
+
+    def __init__(self, base_dir: Path, *, port: int = 0) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.data_dir = self.base_dir / "data"
+        self.log_path = self.base_dir / "postgres.log"
+        self.port = port or free_port()
+        self.bindir = Path(
+            subprocess.run(
+                ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+
+    @classmethod
+    def create(cls) -> PrivatePostgres:
+        import tempfile
+
+        cluster = cls(Path(tempfile.mkdtemp(prefix="txbroker-chaos-pg-")))
+        if os.geteuid() == 0:
+            shutil.chown(cluster.base_dir, "postgres", "postgres")
+        cluster._run(
+            "initdb", "-D", str(cluster.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
+        settings = {
+            "port": cluster.port,
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{cluster.base_dir}'",
+            "max_connections": 200,
+            # A crash here is of the server's processes (the operating system keeps its
+            # page cache), so skipping fsync loses nothing and spares a shared disk.
+            "fsync": "off",
+            "full_page_writes": "off",
+            "logging_collector": "off",
+        }
+        with open(cluster.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        cluster.start()
+        return cluster
+
+    def _run(self, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        argv = [str(self.bindir / program), *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        result = subprocess.run(argv, cwd=self.base_dir, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{program} {' '.join(args)} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+        return result
+
+    def url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def start(self, *, wait: bool = True) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w" if wait else "-W", "start"
+        )
+
+    def crash(self) -> None:
+        """Every server process killed at once, as by a power cut of the server."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "stop")
+
+    def ready(self) -> bool:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(self.url("postgres"), connect_timeout=1)
+        except psycopg2.Error:
+            return False
+        conn.close()
+        return True
+
+    def running(self) -> bool:
+        argv = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+    def stop(self) -> None:
+        if self.running():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "stop")
+
+    def remove(self, *, log_to: Path | None = None) -> None:
+        """Stop the server and delete its folder (its log copied to ``log_to`` first)."""
+        self.stop()
+        if log_to is not None and self.log_path.exists():
+            shutil.copyfile(self.log_path, log_to)
+        shutil.rmtree(self.base_dir, ignore_errors=True)

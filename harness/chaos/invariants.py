@@ -10,6 +10,20 @@ RETRY or RUNNING, DEAD deliveries, DISCARDED messages the checker could have set
 charges still PENDING or APPROVED (a payment whose process died, not reconciled).
 Anything else wrong (wrong points, a message settled against its record, a declined
 payment with a record) is counted under ``other_violations``.
+
+Poison messages (``--faults poison``: the messages ``txbroker.faults.is_poison`` picks kill
+their worker in every handler attempt) are expected to end with every delivery DEAD,
+"worker died during the handler", after max reconsume times + 1 attempts: such a delivery
+is a dead letter doing its job, not stuck, and the effects it never applied are counted
+under ``poison``, not ``lost``. A poison delivery still open, or DEAD for another reason,
+is stuck. In the naive design poison is by order id: its three tasks kill their worker.
+
+``false_rollbacks``: payment messages rolled back by check-back (a ROLLED_BACK trace row
+whose detail starts "by check-back") whose producer process (the pid in the HALF_STORED
+row's detail) was alive and running from the half message's storing to the rollback: not
+killed in that span (by the harness, its whole process group, a fault point, gunicorn's
+worker timeout, Celery's hard time limit or any exit the logs show) and not frozen in it.
+Check-back gave up on a payment its producer was still working on.
 """
 
 from __future__ import annotations
@@ -21,9 +35,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from harness.chaos.history import ProcessHistory
 from harness.chaos.load import Outcome
 
 SMS_ORDER = re.compile(r"for order (\S+) received")
+# "producer group payment_producer_group (host:pid); first check after 2s"
+PRODUCER_IDENTITY = re.compile(r"\((?P<host>[^()]*):(?P<pid>\d+)\)")
+CHECK_BACK_ROLLBACK = "by check-back"
+SESSION_LOST = ("OperationalError", "InterfaceError")
 
 
 def _floor_points(amount: Decimal) -> int:
@@ -32,11 +51,21 @@ def _floor_points(amount: Decimal) -> int:
     return points_for_amount(Decimal(amount))
 
 
-def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, Any]:
+def check(
+    *,
+    design: str,
+    outcomes: list[Outcome],
+    sms_path: Path,
+    poison_share: float = 0.0,
+    history: ProcessHistory | None = None,
+    timeline: list[tuple[float, str]] | None = None,
+    crashes: list[tuple[float, float | None]] | None = None,
+) -> dict[str, Any]:
     from notifications.models import Notification
     from orders.models import Order
     from payments.models import Charge, PaymentRecord
     from points.models import PointsRecord, UserPoints
+    from txbroker.faults import is_poison
 
     found: dict[str, Any] = {"design": design}
     lost: Counter = Counter()
@@ -64,20 +93,30 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
         Notification.objects.filter(channel=Notification.Channel.SMS).values_list("order_id", flat=True)
     )
 
+    # Poison: by message in txbroker (the record's message), by order id in the naive design.
+    poison_orders = {
+        order_id
+        for order_id, record in records.items()
+        if poison_share
+        and is_poison(record["message_id"] if design == "txbroker" else order_id, poison_share)
+    }
+    poison_missing: Counter = Counter()
+
     # Every SUCCESS payment record: order PAID, one points record of floor(amount), one SMS.
     for order_id, record in records.items():
+        missing = poison_missing if order_id in poison_orders else lost
         if orders.get(order_id) != Order.Status.PAID:
-            note("order_not_paid", lost, order_id)
+            note("order_not_paid", missing, order_id)
         rows = points_rows.get(order_id, [])
         if not rows:
-            note("points_record_missing", lost, order_id)
+            note("points_record_missing", missing, order_id)
         elif len(rows) > 1:
             note("points_record_doubled", doubled, order_id, len(rows) - 1)
         if rows and rows[0] != _floor_points(record["amount"]):
             note("points_wrong_amount", other, f"{order_id}: {rows[0]} for {record['amount']}")
         count = notifications.get(order_id, 0)
         if count == 0:
-            note("notification_missing", lost, order_id)
+            note("notification_missing", missing, order_id)
         elif count > 1:
             note("notification_doubled", doubled, order_id, count - 1)
     # Effects with no successful payment behind them.
@@ -114,8 +153,22 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
                 note("declined_with_record", other, outcome.order_id)
     found["http_answers"] = {str(k): v for k, v in sorted(answers.items())}
 
+    found["poison"] = {
+        "share": poison_share,
+        "payments": len(poison_orders),
+        "effects_missing": sum(poison_missing.values()),
+    }
+    false_rollbacks = 0
     if design == "txbroker":
-        found["messages"], found["deliveries"] = _check_broker(records, lost, stuck, other, note)
+        found["messages"], found["deliveries"] = _check_broker(
+            records, lost, stuck, other, note, poison_share=poison_share, poison=found["poison"]
+        )
+        if history is not None:
+            found["rollbacks_by_check_back"], found["false_rollback_examples"] = _false_rollbacks(
+                history, timeline or [], crashes or []
+            )
+            false_rollbacks = found["rollbacks_by_check_back"]["false"]
+    found["false_rollbacks"] = false_rollbacks
     found["charges_reconciled"] = _check_charges(records, lost, stuck, note)
 
     # Informational: the SMS provider's view (at-least-once: a crash between the provider's
@@ -146,7 +199,7 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
         "orders_paid": sum(1 for s in orders.values() if s == Order.Status.PAID),
     }
     found["unfinished_examples"] = [
-        f"{o.order_id}: {o.final_status} {o.detail}"
+        f"{o.order_id}: {o.final_status} {o.detail} (answers {o.answers})"
         for o in outcomes
         if o.final_status not in (200, 201, 202, 402)
     ][:5]
@@ -159,7 +212,9 @@ def check(*, design: str, outcomes: list[Outcome], sms_path: Path) -> dict[str, 
     found["doubled"] = sum(doubled.values())
     found["stuck"] = sum(stuck.values())
     found["other_violations"] = sum(other.values())
-    found["violations"] = found["lost"] + found["doubled"] + found["stuck"] + found["other_violations"]
+    found["violations"] = (
+        found["lost"] + found["doubled"] + found["stuck"] + found["other_violations"] + false_rollbacks
+    )
     return found
 
 
@@ -192,9 +247,14 @@ def _check_charges(records, lost, stuck, note) -> dict[str, int]:
     )
 
 
-def _check_broker(records, lost, stuck, other, note) -> tuple[dict, dict]:
+def _check_broker(
+    records, lost, stuck, other, note, *, poison_share: float, poison: dict
+) -> tuple[dict, dict]:
     from payments.events import TOPIC
+    from txbroker.delivery import WORKER_LOST, max_reconsume_times
+    from txbroker.faults import is_poison
     from txbroker.models import Delivery, Message, TraceEvent
+    from txbroker.registry import registry
 
     states = Counter(Message.objects.filter(topic=TOPIC).values_list("state", flat=True))
     by_message = {r["message_id"]: order_id for order_id, r in records.items()}
@@ -225,17 +285,43 @@ def _check_broker(records, lost, stuck, other, note) -> tuple[dict, dict]:
         if state != Message.State.COMMITTED:
             note("record_without_committed_message", lost, f"{order_id}: message {state}")
 
+    poison_messages = (
+        {
+            m
+            for m in Message.objects.filter(topic=TOPIC).values_list("msg_id", flat=True)
+            if is_poison(m, poison_share)
+        }
+        if poison_share
+        else set()
+    )
+    poison_dead = 0
     deliveries = Counter(Delivery.objects.values_list("status", flat=True))
     for row in Delivery.objects.exclude(status__in=[Delivery.Status.SUCCEEDED]).values(
-        "message_id", "consumer_group", "status", "last_error"
+        "message_id", "message__topic", "consumer_group", "status", "last_error", "attempts"
     ):
+        if row["message_id"] in poison_messages and row["status"] == Delivery.Status.DEAD:
+            limit = max_reconsume_times(registry.consumer_for(row["message__topic"], row["consumer_group"]))
+            if row["last_error"].startswith(WORKER_LOST) and row["attempts"] == limit + 1:
+                poison_dead += 1  # a dead letter doing its job
+                continue
         kind = "delivery_dead" if row["status"] == Delivery.Status.DEAD else "delivery_open"
+        if row["message_id"] in poison_messages:
+            kind = f"poison_{kind}"
         last = (row["last_error"].strip().splitlines() or [""])[-1][:160]
-        note(kind, stuck, f"{row['message_id']} {row['consumer_group']} {row['status']}: {last}")
+        note(
+            kind,
+            stuck,
+            f"{row['message_id']} {row['consumer_group']} {row['status']} after {row['attempts']} attempts: {last}",
+        )
+    poison["messages"] = len(poison_messages)
+    poison["deliveries_dead"] = poison_dead
     first_errors = TraceEvent.objects.filter(
         event=TraceEvent.Event.DELIVERY_ATTEMPT, detail__contains="InjectedFault"
     ).count()
     reclaimed = TraceEvent.objects.filter(event=TraceEvent.Event.RECLAIMED).count()
+    reclaimed_unstarted = TraceEvent.objects.filter(
+        event=TraceEvent.Event.RECLAIMED, detail__startswith="claim expired before the handler started"
+    ).count()
     released = TraceEvent.objects.filter(event=TraceEvent.Event.RELEASED).count()
     return (
         {"states": dict(states), "settled_by_check_back": dict(settled_by_check)},
@@ -243,6 +329,95 @@ def _check_broker(records, lost, stuck, other, note) -> tuple[dict, dict]:
             "statuses": dict(deliveries),
             "attempts_failed_by_injected_error": first_errors,
             "claims_reclaimed_after_a_crash": reclaimed,
+            # batch-mates of a delivery whose worker died: taken back unstarted, a claim
+            # timeout later
+            "claims_reclaimed_unstarted": reclaimed_unstarted,
             "claims_released_on_sigterm": released,
         },
     )
+
+
+def _false_rollbacks(
+    history: ProcessHistory, timeline: list[tuple[float, str]], crashes: list[tuple[float, float | None]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Payment messages rolled back by check-back, by what had happened to their producer
+    (see the module's docstring); returns the counts and examples of the false ones with
+    their cause."""
+    from payments.events import TOPIC
+    from txbroker.models import Message, TraceEvent
+
+    Event = TraceEvent.Event
+    rollbacks = dict(
+        TraceEvent.objects.filter(
+            event=Event.ROLLED_BACK, detail__startswith=CHECK_BACK_ROLLBACK, message__topic=TOPIC
+        ).values_list("message_id", "at")
+    )
+    trace: dict[str, list[tuple[Any, str, str]]] = defaultdict(list)
+    for msg_id, at, event, detail in (
+        TraceEvent.objects.filter(message_id__in=list(rollbacks))
+        .order_by("message_id", "id")
+        .values_list("message_id", "at", "event", "detail")
+    ):
+        trace[msg_id].append((at, event, detail))
+    keys = dict(Message.objects.filter(pk__in=list(rollbacks)).values_list("msg_id", "keys"))
+    counts: Counter = Counter(total=len(rollbacks), producer_killed=0, producer_frozen=0, false=0)
+    causes: Counter = Counter()
+    examples: list[str] = []
+    explained: list[str] = []
+    for msg_id, rolled_at in sorted(rollbacks.items(), key=lambda item: item[1]):
+        stored = next(((at, d) for at, e, d in trace[msg_id] if e == Event.HALF_STORED), None)
+        producer = PRODUCER_IDENTITY.search(stored[1]) if stored else None
+        if stored is None or producer is None:
+            counts["producer_unknown"] += 1
+            continue
+        start, end = stored[0].timestamp(), rolled_at.timestamp()
+        pid = int(producer.group("pid"))
+        reasons = history.why_not_alive(pid, start, end)
+        if reasons:
+            counts[
+                "producer_killed" if any(r.startswith("killed") for r in reasons) else "producer_frozen"
+            ] += 1
+            if len(explained) < 50:
+                explained.append(f"{msg_id} (producer pid {pid}, {end - start:.1f}s): {'; '.join(reasons)}")
+            continue
+        counts["false"] += 1
+        faults = [
+            f"{kind} at +{t - start:.1f}s"
+            for t, kind in timeline
+            if start - 1 <= t <= end
+            and kind not in ("sigkill_celery_pool_process", "sigkill_gunicorn_worker")
+        ]
+        faults += [
+            f"PostgreSQL down from +{at - start:.1f}s to +{(up or end) - start:.1f}s"
+            for at, up in crashes
+            if at <= end and (up is None or up >= start)
+        ]
+        kind, cause = _rollback_cause(trace[msg_id], rolled_at, faults)
+        causes[kind] += 1
+        if len(examples) < 10:
+            key = (keys.get(msg_id) or [""])[0]
+            examples.append(
+                f"{msg_id} ({key}), producer pid {pid}, rolled back {end - start:.1f}s after storing: "
+                f"{cause}; faults meanwhile: {', '.join(dict.fromkeys(faults)) or 'none'}"
+            )
+    return {**dict(counts), "false_by_cause": dict(causes), "explained_examples": explained}, examples
+
+
+def _rollback_cause(events: list[tuple[Any, str, str]], rolled_at, faults: list[str]) -> tuple[str, str]:
+    """What the message's trace (and the faults of its span) say about a producer that was
+    alive: its local transaction lost its database session (a traceback naming it, or an
+    UNKNOWN answer while PostgreSQL was cut or down), answered late, or never answered."""
+    answers = [(at, d) for at, e, d in events if e == "LOCAL_TRANSACTION"]
+    if not answers:
+        return "no_answer", "no answer from the local transaction (the producer never ended it)"
+    at, detail = answers[0]
+    lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
+    first, last = (lines[0], lines[-1][:160]) if lines else ("?", "")
+    database_faults = [f for f in faults if f.startswith(("pg_terminate_backend", "pg_crash", "PostgreSQL"))]
+    if any(name in detail for name in SESSION_LOST) or (first.startswith("UNKNOWN") and database_faults):
+        return "session_lost", (
+            f"local transaction lost its database session ({', '.join(database_faults) or last}) "
+            f"and answered {first}; the checker found no record"
+        )
+    when = "after" if at > rolled_at else "before"
+    return f"answered_{when}", f"local transaction answered {first} {when} the rollback: {last}"

@@ -1,6 +1,6 @@
 """The chaos load: each payment is an order created and paid over HTTP, by a client that
-retries what a real client retries (no answer, 5xx, "a payment is in progress"), with the
-same order id, so a retry is idempotent. Every answer is kept for the invariants."""
+retries what a real client retries (no answer, 5xx, "a payment is in progress") for up to a
+minute, with the same order id, so a retry is idempotent. Every answer is kept for the invariants."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from harness.load import ApiClient, ApiUser, amount_pick
 
-ATTEMPTS = 8
+# The client retries an order or a payment for this long (a PostgreSQL crash answers 500
+# for several seconds), pausing a little longer each time, up to RETRY_PAUSE_MAX.
+RETRY_SECONDS = 60.0
+RETRY_PAUSE_MAX = 3.0
 DECLINE_METHOD = "sim_decline"
 APPROVE_METHOD = "sim_approve"
 
@@ -62,10 +65,23 @@ def _retryable(status: int, body) -> bool:
     return status == 409 and "in progress" in str(detail)
 
 
+def _retries() -> Iterator[int]:
+    """Attempt numbers for RETRY_SECONDS, pausing before each one after the first."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    attempt = 0
+    while True:
+        yield attempt
+        pause = min(0.2 * (attempt + 1), RETRY_PAUSE_MAX)
+        if time.monotonic() + pause > deadline:
+            return
+        time.sleep(pause)
+        attempt += 1
+
+
 def pay_one(plan: PaymentPlan, *, base_url: str, pay_path: str) -> Outcome:
     client = ApiClient(base_url, plan.user.token, timeout=30)
     outcome = Outcome(plan.order_id, plan.user.user_id, f"{plan.amount:.2f}", plan.decline)
-    for attempt in range(ATTEMPTS):
+    for _attempt in _retries():
         answer = client.post("/api/orders/", {"order_id": plan.order_id, "amount": f"{plan.amount:.2f}"})
         if answer.status in (201, 409):  # 409: an earlier attempt created it
             outcome.order_created = True
@@ -73,7 +89,6 @@ def pay_one(plan: PaymentPlan, *, base_url: str, pay_path: str) -> Outcome:
         if answer.status and answer.status < 500:
             outcome.detail = f"order: {answer.status} {answer.body}"
             return outcome
-        time.sleep(0.2 * (attempt + 1))
     if not outcome.order_created:
         outcome.detail = "order: no answer after retries"
         return outcome
@@ -82,14 +97,13 @@ def pay_one(plan: PaymentPlan, *, base_url: str, pay_path: str) -> Outcome:
         "amount": f"{plan.amount:.2f}",
         "payment_method": DECLINE_METHOD if plan.decline else APPROVE_METHOD,
     }
-    for attempt in range(ATTEMPTS):
+    for _attempt in _retries():
         answer = client.post(pay_path, payload)
         outcome.answers.append(answer.status)
         outcome.final_status = answer.status
         outcome.detail = answer.error or (str(answer.body)[:200] if answer.status >= 300 else "")
         if not _retryable(answer.status, answer.body):
             break
-        time.sleep(0.2 * (attempt + 1))
     return outcome
 
 

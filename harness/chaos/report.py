@@ -20,7 +20,25 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("LOST", ("lost",)),
     ("DOUBLED", ("doubled",)),
     ("STUCK", ("stuck",)),
+    ("FALSE ROLLBACKS", ("false_rollbacks",)),
     ("other violations", ("other_violations",)),
+    ("rolled back by check-back", ("rollbacks_by_check_back", "total")),
+    ("  producer killed meanwhile", ("rollbacks_by_check_back", "producer_killed")),
+    ("  producer frozen meanwhile", ("rollbacks_by_check_back", "producer_frozen")),
+    ("  producer alive (false rollbacks)", ("rollbacks_by_check_back", "false")),
+    ("freeze: processes frozen in a transaction", ("freeze", "count")),
+    ("freeze: how they ended", ("freeze", "ends")),
+    ("freeze: longest / kept to the end of the load (s)", ("freeze", "spans")),
+    ("pg-crash: crashes", ("pg_crash", "crashes")),
+    ("pg-crash: downtime total / max (s)", ("pg_crash", "downtime")),
+    ("skew: processes ahead (s)", ("skew", "label")),
+    ("poison: payments", ("poison", "payments")),
+    ("poison: deliveries DEAD as expected", ("poison", "deliveries_dead")),
+    ("poison: effects not applied (not lost)", ("poison", "effects_missing")),
+    ("poison: worker exits", ("poison", "worker_exits")),
+    ("slow-check: checker calls blocked", ("faults_injected", "checker_block")),
+    ("deaths: gunicorn WORKER TIMEOUT", ("deaths", "gunicorn_worker_timeout")),
+    ("deaths: Celery hard time limit", ("deaths", "celery_hard_time_limit")),
 )
 
 
@@ -40,7 +58,32 @@ def _kinds(reports: dict[str, dict[str, Any]], section: str) -> list[str]:
     return sorted(kinds)
 
 
+def _derived(report: dict[str, Any]) -> dict[str, Any]:
+    """Cells made of several figures."""
+    report = dict(report)
+    crash = report.get("pg_crash")
+    if isinstance(crash, dict) and "crashes" in crash:
+        report["pg_crash"] = {
+            **crash,
+            "downtime": f"{crash['downtime_total_seconds']} / {crash['downtime_max_seconds']}",
+        }
+    freeze = report.get("freeze")
+    if isinstance(freeze, dict) and "count" in freeze:
+        freeze = {**freeze, "spans": f"{freeze['longest_seconds']} / {freeze['kept_seconds']}"}
+        report["freeze"] = {**freeze, "ends": ", ".join(f"{n} {end}" for end, n in freeze["by_end"].items())}
+    skew = report.get("skew")
+    if isinstance(skew, dict):
+        label = f"{', '.join(skew['processes'])} +{skew['seconds']:g}" if skew.get("processes") else 0
+        report["skew"] = {**skew, "label": label}
+    if report.get("design") == "naive":
+        report.pop("false_rollbacks", None)
+    else:  # checker calls exist in txbroker only: none blocked is a 0
+        report["faults_injected"] = {"checker_block": 0, **report.get("faults_injected", {})}
+    return report
+
+
 def table(reports: dict[str, dict[str, Any]]) -> str:
+    reports = {design: _derived(report) for design, report in reports.items()}
     designs = list(reports)
     rows: list[tuple[str, list[Any]]] = [
         (label, [_get(reports[d], path) for d in designs]) for label, path in ROWS
@@ -94,13 +137,29 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def false_rollback_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """txbroker's false rollbacks, one line each with its cause."""
+    main = reports["txbroker"]
+    counts = main.get("rollbacks_by_check_back", {})
+    if not main.get("false_rollbacks"):
+        return []
+    lines = [
+        "",
+        f"false rollbacks (txbroker): {main['false_rollbacks']}, by cause {counts.get('false_by_cause', {})}",
+    ]
+    lines += [f"  {example}" for example in main.get("false_rollback_examples", [])]
+    return lines
+
+
 def combined(reports: dict[str, dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """The JSON: txbroker's lost/doubled/stuck at the top level, every design in full."""
+    """The JSON: txbroker's lost/doubled/stuck/false_rollbacks at the top level, every
+    design in full."""
     main = reports["txbroker"]
     return {
         "lost": int(main["lost"]),
         "doubled": int(main["doubled"]),
         "stuck": int(main["stuck"]),
+        "false_rollbacks": int(main["false_rollbacks"]),
         "violations": int(main["violations"]),
         "settings": settings,
         "designs": reports,

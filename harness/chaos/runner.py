@@ -5,9 +5,7 @@ settle (bounded), invariants."""
 from __future__ import annotations
 
 import random
-import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +13,15 @@ from typing import Any
 
 from harness.chaos import invariants
 from harness.chaos.cluster import Cluster
-from harness.chaos.injector import Injector, Schedule
+from harness.chaos.faults import FaultPlan
+from harness.chaos.history import ProcessHistory, death_counts, read_logs
+from harness.chaos.injector import Injector
 from harness.chaos.load import plan_payments, run_load
-from harness.procs import FAST_BROKER_ENV, service_env
+from harness.procs import FAST_BROKER_ENV, PrivatePostgres, service_env
 
 DESIGNS = ("txbroker", "naive")
 PAY_PATHS = {"txbroker": "/api/payments/", "naive": "/api/naive/payments/"}
-DEFAULT_FAULTS = (
+DEFAULT_FAULT_POINTS = (
     "after_half_stored=0.05,after_local_transaction=0.05,handler_before_commit=0.1,"
     "handler_after_commit=0.05,handler_first_attempt_error=0.3"
 )
@@ -34,7 +34,6 @@ FAST_RECONCILE_ENV = {
     "PAYMENTS_CHARGE_RECONCILE_INTERVAL": "2",
     "PAYMENTS_GATEWAY_TIMEOUT": "5",
 }
-FAULT_LOG_LINE = re.compile(r"fault injected: (\w+), pid \d+ (?:exits now|raises)")
 # However long the backlog takes, a run never waits longer than this to settle.
 SETTLE_HARD_LIMIT = 900.0
 
@@ -47,8 +46,8 @@ class RunOptions:
     decline_share: float = 0.15
     rounding_share: float = 0.3
     seed: int = 1
-    faults: str = DEFAULT_FAULTS
-    schedule: Schedule = field(default_factory=Schedule)
+    fault_points: str = DEFAULT_FAULT_POINTS
+    plan: FaultPlan = field(default_factory=FaultPlan)
     web_workers: int = 4
     web_threads: int = 4
     worker_concurrency: int = 3
@@ -57,32 +56,36 @@ class RunOptions:
     redis_url: str = ""
     redis_whole_server: bool = True
     run_dir: Path = Path(".")
+    postgres_dir: Path | None = None  # the run's own PostgreSQL cluster (pg-crash)
+    postgres_port: int = 0
 
 
-def settle_bound() -> float:
+def settle_bound(plan: FaultPlan | None = None) -> float:
     """Charge reconciliation (its threshold and two intervals) + transaction timeout + a few
-    check intervals + a claim timeout + every retry delay, plus a minute for the backlog:
-    past this, what is not settled is stuck."""
-    from txbroker.conf import parse_duration, parse_durations
+    check intervals and check timeouts + a claim timeout + every retry delay, plus a minute
+    for the backlog; with poison, every attempt of a poison delivery (each one a claim
+    timeout, a sweep and a retry delay): past this, what is not settled is stuck."""
+    from txbroker.conf import parse_duration, parse_durations, txsettings
 
     env = FAST_BROKER_ENV
-    return (
+    delays = parse_durations(env["TXBROKER_RETRY_DELAYS"])
+    bound = (
         float(FAST_RECONCILE_ENV["PAYMENTS_CHARGE_RECONCILE_AFTER"])
         + 2 * float(FAST_RECONCILE_ENV["PAYMENTS_CHARGE_RECONCILE_INTERVAL"])
         + parse_duration(env["TXBROKER_TRANSACTION_TIMEOUT"])
-        + 3 * parse_duration(env["TXBROKER_CHECK_INTERVAL"])
+        + 3 * (parse_duration(env["TXBROKER_CHECK_INTERVAL"]) + txsettings.CHECK_TIMEOUT)
         + parse_duration(env["TXBROKER_CLAIM_TIMEOUT"])
-        + sum(parse_durations(env["TXBROKER_RETRY_DELAYS"]))
+        + sum(delays)
         + 60
     )
-
-
-def fault_points_fired(log_paths: list[Path]) -> Counter:
-    fired: Counter = Counter()
-    for path in log_paths:
-        for match in FAULT_LOG_LINE.finditer(path.read_text(errors="replace")):
-            fired[match.group(1)] += 1
-    return fired
+    if plan is not None and plan.active_poison_share:
+        per_attempt = (
+            parse_duration(env["TXBROKER_CLAIM_TIMEOUT"])
+            + parse_duration(env["TXBROKER_SWEEP_INTERVAL"])
+            + max(delays)
+        )
+        bound += (txsettings.MAX_RECONSUME_TIMES + 1) * per_attempt
+    return bound
 
 
 def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> dict[str, Any]:
@@ -108,25 +111,35 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
             broker_url=options.redis_url,
             run_dir=run_dir,
             faults=faults,
-            extra=FAST_RECONCILE_ENV,
+            extra={**FAST_RECONCILE_ENV, **run_extra_env()},
         )
 
+    plan = options.plan
     cluster = Cluster(
         log_dir=run_dir / "logs",
-        env=env_with(options.faults),
+        env=env_with(plan.fault_points(options.fault_points)),
         web_workers=options.web_workers,
         web_threads=options.web_threads,
         worker_concurrency=options.worker_concurrency,
+        clock_offsets=plan.clock_offsets(),
     )
-    say(f"[{design}] starting gunicorn ({options.web_workers} workers), 2 Celery workers, beat")
+    skewed = ", ".join(f"{name} {offset:+g}s" for name, offset in cluster.clock_offsets.items())
+    say(
+        f"[{design}] starting gunicorn ({options.web_workers} workers), 2 Celery workers, beat"
+        + (f" (clocks: {skewed})" if skewed else "")
+    )
     cluster.start()
+    postgres = (
+        PrivatePostgres(options.postgres_dir, port=options.postgres_port) if options.postgres_dir else None
+    )
     injector = Injector(
         cluster=cluster,
         database_url=options.database_url,
         redis_url=options.redis_url,
         redis_whole_server=options.redis_whole_server,
-        schedule=options.schedule,
+        plan=plan,
         rng=random.Random(options.seed),
+        postgres=postgres,
     )
     report: dict[str, Any] = {}
     try:
@@ -139,8 +152,12 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
             decline_share=options.decline_share,
             rounding_share=options.rounding_share,
         )
-        say(f"[{design}] {len(plans)} payments, {options.concurrency} clients, faults on")
+        say(
+            f"[{design}] {len(plans)} payments, {options.concurrency} clients, faults on: "
+            + ", ".join(plan.describe()["kinds"])
+        )
         load_started = time.monotonic()
+        load_wall_started = time.time()
         outcomes = run_load(
             plans,
             base_url=cluster.base_url,
@@ -152,16 +169,45 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
         )
         load_seconds = time.monotonic() - load_started
         injector.stop_faults()
-        say(f"[{design}] load done in {load_seconds:.0f}s; faults off (processes restarted without them)")
-        cluster.replace_all(env_with(""), roles=("worker", "web"))
+        say(
+            f"[{design}] load done in {load_seconds:.0f}s; faults off (processes restarted without them"
+            + (", poison messages stay poison)" if plan.active_poison_share else ")")
+        )
+        cluster.replace_all(env_with(plan.lasting_fault_points()), roles=("worker", "web"))
         settle = _settle(design, options, say)
     finally:
         injector.stop()
         cluster.stop()
     connections.close_all()
-    report = invariants.check(design=design, outcomes=outcomes, sms_path=run_dir / "sms.jsonl")
-    fired = fault_points_fired(cluster.log_paths())
-    report["faults_injected"] = {**dict(sorted(injector.injected.items())), **dict(sorted(fired.items()))}
+    logs = read_logs(cluster.log_paths(), cluster.log_offsets)
+    history = ProcessHistory.of([*cluster.deaths, *logs.deaths], injector.freezes)
+    injected = injector.report()
+    report = invariants.check(
+        design=design,
+        outcomes=outcomes,
+        sms_path=run_dir / "sms.jsonl",
+        poison_share=plan.active_poison_share,
+        history=history,
+        timeline=injector.timeline,
+        crashes=[(c.at, c.up_at) for c in injector.crashes],
+    )
+    report["poison"]["worker_exits"] = sum(logs.poison_subjects.values())
+    report["faults_injected"] = {
+        **dict(sorted(injector.injected.items())),
+        **dict(sorted(logs.fault_points.items())),
+    }
+    report["deaths"] = death_counts(history_deaths(history))
+    report["freeze"] = injected["freeze"]
+    report["pg_crash"] = injected["pg_crash"]
+    if design == "txbroker":
+        report["pg_crash"]["deliveries_resumed_after_seconds"] = _work_resumed(injector.crashes)
+    report["skew"] = {
+        "seconds": plan.skew_seconds if cluster.clock_offsets else 0,
+        "processes": sorted(cluster.clock_offsets),
+        "starts_under_faketime": cluster.skewed_starts,
+    }
+    report["fault_plan"] = plan.describe()
+    report["fault_timeline"] = [[round(t - load_wall_started, 1), kind] for t, kind in injector.timeline]
     report["restarts_by_supervisor"] = dict(cluster.restarts)
     report["injector_errors"] = injector.errors[:10]
     report["settle"] = settle
@@ -171,9 +217,47 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
     return report
 
 
+def run_extra_env() -> dict[str, str]:
+    """Settings of this run the chaos command passes on (its own environment's)."""
+    import os
+
+    return {k: os.environ[k] for k in ("TXBROKER_MAX_RECONSUME_TIMES",) if os.environ.get(k)}
+
+
+def history_deaths(history: ProcessHistory):
+    for deaths in history.deaths.values():
+        yield from deaths
+
+
+def _work_resumed(crashes) -> list[float | None]:
+    """Per crash: seconds from the server accepting connections again to the first
+    delivery that succeeded (the workers carried on), None if none did."""
+    from datetime import UTC, datetime
+
+    from txbroker.models import TraceEvent
+
+    resumed: list[float | None] = []
+    for crash in crashes:
+        if crash.up_at is None:
+            resumed.append(None)
+            continue
+        up = datetime.fromtimestamp(crash.up_at, tz=UTC)
+        first = (
+            TraceEvent.objects.filter(
+                event=TraceEvent.Event.DELIVERY_ATTEMPT, at__gte=up, detail__contains="SUCCEEDED"
+            )
+            .order_by("at")
+            .values_list("at", flat=True)
+            .first()
+        )
+        resumed.append(None if first is None else round(first.timestamp() - crash.up_at, 1))
+    return resumed
+
+
 def _settle(design: str, options: RunOptions, say: Callable[[str], None]) -> dict[str, Any]:
-    """Wait until nothing is left to do; bounded, extended only while the backlog shrinks."""
-    bound = options.settle_timeout or settle_bound()
+    """Wait until nothing is left to do; bounded, extended only while the backlog shrinks
+    (or its deliveries are still being attempted: poison ones take every attempt)."""
+    bound = options.settle_timeout or settle_bound(options.plan)
     started = time.monotonic()
     deadline = started + bound
     remaining = _open_work(design, options)
@@ -181,7 +265,9 @@ def _settle(design: str, options: RunOptions, say: Callable[[str], None]) -> dic
     while time.monotonic() < min(deadline, started + SETTLE_HARD_LIMIT):
         time.sleep(1.0)
         now_open = _open_work(design, options)
-        if now_open["total"] < remaining["total"]:
+        if now_open["total"] < remaining["total"] or now_open.get("attempts", 0) > remaining.get(
+            "attempts", 0
+        ):
             deadline = max(deadline, time.monotonic() + 30)  # progress: the backlog drains
         quiet_polls = quiet_polls + 1 if now_open["total"] == 0 and now_open == remaining else 0
         remaining = now_open
@@ -195,6 +281,7 @@ def _settle(design: str, options: RunOptions, say: Callable[[str], None]) -> dic
 
 def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     from django.db import connections
+    from django.db.models import Sum
 
     from notifications.models import Notification
     from orders.models import Order
@@ -205,7 +292,9 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     connections.close_all()
     if design == "txbroker":
         half = Message.objects.filter(state=Message.State.HALF).count()
-        running = Delivery.objects.filter(status__in=[*Delivery.WAITING, Delivery.Status.RUNNING]).count()
+        open_deliveries = Delivery.objects.filter(status__in=[*Delivery.WAITING, Delivery.Status.RUNNING])
+        running = open_deliveries.count()
+        attempts = open_deliveries.aggregate(n=Sum("attempts"))["n"] or 0
         # Charges a killed process left PENDING/APPROVED: reconciliation's work.
         charges = Charge.objects.unsettled().count()
         return {
@@ -213,6 +302,7 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
             "half_messages": half,
             "open_deliveries": running,
             "unsettled_charges": charges,
+            "attempts": attempts,
         }
     import redis
 

@@ -4,8 +4,10 @@ same against the naive design and reports side by side.
 
 The run never touches the developer's data: it creates its own PostgreSQL database
 (``--database-url``, whose name must contain "chaos"; dropped afterwards unless ``--keep``)
-and starts its own Redis server (so FLUSHALL wipes nothing else). Each design runs in a
-child process of this command whose settings point at that database.
+and starts its own Redis server (so FLUSHALL wipes nothing else). With the ``pg-crash``
+fault the databases live on a PostgreSQL cluster of the run's own (``initdb`` on a free
+port, removed afterwards unless ``--keep``): crashing it harms nobody. Each design runs in
+a child process of this command whose settings point at that database.
 """
 
 from __future__ import annotations
@@ -23,14 +25,42 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from harness.chaos.injector import Schedule
-from harness.chaos.report import combined, table, write_json
-from harness.chaos.runner import DEFAULT_FAULTS, DESIGNS, FAST_RECONCILE_ENV, RunOptions, run_design
-from harness.procs import ROOT, RedisServer, database_drop, database_recreate, service_env
+from harness.chaos.faults import FAULT_KINDS, FaultPlan, parse_fault_kinds
+from harness.chaos.report import combined, false_rollback_lines, table, write_json
+from harness.chaos.runner import DEFAULT_FAULT_POINTS, DESIGNS, FAST_RECONCILE_ENV, RunOptions, run_design
+from harness.procs import ROOT, PrivatePostgres, RedisServer, database_drop, database_recreate, service_env
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/txbroker_chaos"
 CHAOS_DATABASE_REFUSED = "the chaos run drops its database: its name must contain 'chaos', not {name!r}"
-CHAOS_VIOLATED = "txbroker violated its invariants: lost={lost} doubled={doubled} stuck={stuck} other={other}"
+CHAOS_VIOLATED = (
+    "txbroker violated its invariants: lost={lost} doubled={doubled} stuck={stuck} "
+    "false_rollbacks={false_rollbacks} other={other}"
+)
+# Options passed on to the child process that runs one design, as they are.
+CHILD_OPTIONS = (
+    "payments",
+    "concurrency",
+    "users",
+    "decline_share",
+    "rounding_share",
+    "seed",
+    "faults",
+    "fault_points",
+    "kill_every",
+    "redis_every",
+    "pg_every",
+    "freeze_every",
+    "freeze_scale",
+    "pg_crash_every",
+    "pg_crash_down",
+    "skew_seconds",
+    "poison_share",
+    "slow_check_share",
+    "web_workers",
+    "web_threads",
+    "worker_concurrency",
+    "settle_timeout",
+)
 
 
 class Command(BaseCommand):
@@ -44,11 +74,41 @@ class Command(BaseCommand):
         parser.add_argument("--decline-share", type=float, default=0.15)
         parser.add_argument("--rounding-share", type=float, default=0.3, help="amounts like 0.99, 99.99")
         parser.add_argument("--seed", type=int, default=None)
-        parser.add_argument("--faults", default=DEFAULT_FAULTS, help="TXBROKER_FAULTS of the processes")
+        parser.add_argument(
+            "--faults",
+            default="all",
+            help=f"comma list of fault kinds: {', '.join(FAULT_KINDS)} (default: all)",
+        )
+        parser.add_argument(
+            "--fault-points", default=DEFAULT_FAULT_POINTS, help="TXBROKER_FAULTS of the processes"
+        )
         parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between SIGKILLs")
         parser.add_argument("--redis-every", type=float, default=15.0, help="seconds between Redis wipes")
         parser.add_argument(
             "--pg-every", type=float, default=10.0, help="seconds between pg_terminate_backend"
+        )
+        parser.add_argument("--freeze-every", type=float, default=20.0, help="seconds between freezes")
+        parser.add_argument(
+            "--freeze-scale", type=float, default=1.0, help="freezes last 30-120 s times this"
+        )
+        parser.add_argument(
+            "--pg-crash-every", type=float, default=30.0, help="seconds between PostgreSQL crashes"
+        )
+        parser.add_argument(
+            "--pg-crash-down", type=float, default=3.0, help="seconds PostgreSQL stays down after a crash"
+        )
+        parser.add_argument("--skew-seconds", type=float, default=300.0, help="clock skew of the skewed")
+        parser.add_argument("--poison-share", type=float, default=0.01, help="share of poison messages")
+        parser.add_argument(
+            "--slow-check-share", type=float, default=0.1, help="share of checker calls that block"
+        )
+        # Shortened for the run like the retry delays: each attempt of a poison delivery
+        # kills a pool process and stalls its batch-mates for a claim timeout.
+        parser.add_argument(
+            "--max-reconsume-times",
+            type=int,
+            default=5,
+            help="TXBROKER_MAX_RECONSUME_TIMES of the processes (default 5; 0: txbroker's own, 16)",
         )
         parser.add_argument("--web-workers", type=int, default=4)
         parser.add_argument("--web-threads", type=int, default=4)
@@ -69,6 +129,8 @@ class Command(BaseCommand):
         # Internal: the child process that runs one design.
         parser.add_argument("--inner-design", choices=DESIGNS, help="internal")
         parser.add_argument("--inner-report", help="internal")
+        parser.add_argument("--inner-postgres-dir", help="internal")
+        parser.add_argument("--inner-postgres-port", type=int, default=0, help="internal")
 
     def handle(self, *args, **options) -> None:
         if options["inner_design"]:
@@ -76,6 +138,11 @@ class Command(BaseCommand):
             return
         if options["payments"] < 1 or options["concurrency"] < 1:
             raise CommandError("--payments and --concurrency must be at least 1")
+        try:
+            kinds = parse_fault_kinds(options["faults"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        options["faults"] = ",".join(k for k in FAULT_KINDS if k in kinds)
         name = urlsplit(options["database_url"]).path.lstrip("/")
         if "chaos" not in name:
             raise CommandError(CHAOS_DATABASE_REFUSED.format(name=name))
@@ -89,19 +156,41 @@ class Command(BaseCommand):
 
         redis_server = None if options["redis_url"] else RedisServer(run_dir)
         redis_url = options["redis_url"] or redis_server.url
+        postgres = None
         reports: dict[str, dict[str, Any]] = {}
         try:
+            if "pg-crash" in kinds:
+                postgres = PrivatePostgres.create()
+                options["database_url"] = postgres.url(name)
+                self.stdout.write(
+                    f"PostgreSQL of the run's own (pg-crash): port {postgres.port}, {postgres.data_dir}"
+                )
             for design in ("txbroker", "naive") if options["baseline"] else ("txbroker",):
-                reports[design] = self._run_child(design, options, run_dir / design, redis_url, redis_server)
+                reports[design] = self._run_child(
+                    design, options, run_dir / design, redis_url, redis_server, postgres
+                )
         finally:
             if redis_server is not None:
                 redis_server.stop()
+            if postgres is not None:
+                if options["keep"]:
+                    postgres.stop()
+                    self.stdout.write(
+                        f"kept PostgreSQL's data in {postgres.data_dir} (start it with pg_ctl -D "
+                        f"{postgres.data_dir} start, as the postgres user when root)"
+                    )
+                else:
+                    postgres.remove(log_to=run_dir / "postgres.log")
 
         summary = combined(reports, self._settings(options))
         self.stdout.write("")
         self.stdout.write(table(reports))
+        for line in false_rollback_lines(reports):
+            self.stdout.write(line)
         self.stdout.write("")
-        self.stdout.write(json.dumps({k: summary[k] for k in ("lost", "doubled", "stuck", "violations")}))
+        self.stdout.write(
+            json.dumps({k: summary[k] for k in ("lost", "doubled", "stuck", "false_rollbacks", "violations")})
+        )
         if options["json_path"]:
             write_json(options["json_path"], summary)
             self.stdout.write(f"report written to {options['json_path']}")
@@ -112,13 +201,14 @@ class Command(BaseCommand):
                     lost=main["lost"],
                     doubled=main["doubled"],
                     stuck=main["stuck"],
+                    false_rollbacks=main["false_rollbacks"],
                     other=main["other_violations"],
                 )
             )
-        self.stdout.write(self.style.SUCCESS("txbroker: 0 lost, 0 doubled, 0 stuck"))
+        self.stdout.write(self.style.SUCCESS("txbroker: 0 lost, 0 doubled, 0 stuck, 0 false rollbacks"))
 
     def _run_child(
-        self, design: str, options: dict, run_dir: Path, redis_url: str, redis_server
+        self, design: str, options: dict, run_dir: Path, redis_url: str, redis_server, postgres
     ) -> dict[str, Any]:
         database_url = options["database_url"] + ("_naive" if design == "naive" else "")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,27 +227,20 @@ class Command(BaseCommand):
             "--inner-report",
             str(report_path),
         ]
-        for key in (
-            "payments",
-            "concurrency",
-            "users",
-            "decline_share",
-            "rounding_share",
-            "seed",
-            "faults",
-            "kill_every",
-            "redis_every",
-            "pg_every",
-            "web_workers",
-            "web_threads",
-            "worker_concurrency",
-            "settle_timeout",
-        ):
+        for key in CHILD_OPTIONS:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
         argv += ["--database-url", database_url, "--redis-url", redis_url, "--run-dir", str(run_dir)]
-        env = service_env(
-            database_url=database_url, broker_url=redis_url, run_dir=run_dir, extra=FAST_RECONCILE_ENV
-        )
+        if postgres is not None:
+            argv += [
+                "--inner-postgres-dir",
+                str(postgres.base_dir),
+                "--inner-postgres-port",
+                str(postgres.port),
+            ]
+        extra = dict(FAST_RECONCILE_ENV)
+        if options["max_reconsume_times"]:
+            extra["TXBROKER_MAX_RECONSUME_TIMES"] = str(options["max_reconsume_times"])
+        env = service_env(database_url=database_url, broker_url=redis_url, run_dir=run_dir, extra=extra)
         env["CHAOS_REDIS_WHOLE_SERVER"] = "1" if redis_server is not None else "0"
         try:
             result = subprocess.run(argv, cwd=ROOT, env=env, check=False)
@@ -176,11 +259,19 @@ class Command(BaseCommand):
             decline_share=options["decline_share"],
             rounding_share=options["rounding_share"],
             seed=options["seed"],
-            faults=options["faults"],
-            schedule=Schedule(
+            fault_points=options["fault_points"],
+            plan=FaultPlan(
+                kinds=parse_fault_kinds(options["faults"]),
                 kill_every=options["kill_every"],
                 redis_every=options["redis_every"],
                 pg_every=options["pg_every"],
+                freeze_every=options["freeze_every"],
+                freeze_scale=options["freeze_scale"],
+                pg_crash_every=options["pg_crash_every"],
+                pg_crash_down=options["pg_crash_down"],
+                skew_seconds=options["skew_seconds"],
+                poison_share=options["poison_share"],
+                slow_check_share=options["slow_check_share"],
             ),
             web_workers=options["web_workers"],
             web_threads=options["web_threads"],
@@ -190,6 +281,8 @@ class Command(BaseCommand):
             redis_url=options["redis_url"],
             redis_whole_server=os.environ.get("CHAOS_REDIS_WHOLE_SERVER") == "1",
             run_dir=Path(options["run_dir"]),
+            postgres_dir=Path(options["inner_postgres_dir"]) if options["inner_postgres_dir"] else None,
+            postgres_port=options["inner_postgres_port"],
         )
         report = run_design(options["inner_design"], run_options, lambda line: self.stdout.write(line))
         write_json(options["inner_report"], report)
@@ -206,9 +299,18 @@ class Command(BaseCommand):
                     "concurrency",
                     "seed",
                     "faults",
+                    "fault_points",
                     "kill_every",
                     "redis_every",
                     "pg_every",
+                    "freeze_every",
+                    "freeze_scale",
+                    "pg_crash_every",
+                    "pg_crash_down",
+                    "skew_seconds",
+                    "poison_share",
+                    "slow_check_share",
+                    "max_reconsume_times",
                     "web_workers",
                     "worker_concurrency",
                 )
