@@ -91,21 +91,29 @@ def max_reconsume_times(consumer: Optional[Consumer]) -> int:
 
 
 # --- claiming -----------------------------------------------------------------------------
-def claim_due(limit: int, *, ids: Optional[Iterable[int]] = None) -> tuple[str, list[Delivery]]:
+def claim_due(
+    limit: int, *, ids: Optional[Iterable[int]] = None, alone: bool = False
+) -> tuple[str, list[Delivery]]:
     """Claim up to ``limit`` due deliveries (oldest first) for this worker: one transaction,
     ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same row. A claim
-    lasts TXBROKER_CLAIM_TIMEOUT (database time); it counts no attempt."""
+    lasts TXBROKER_CLAIM_TIMEOUT (database time); it counts no attempt. ``alone``: claim
+    among the deliveries that run alone (a worker died running them) instead of the rest."""
     db = broker_db()
     token = uuid.uuid4().hex
     timeout = txsettings.CLAIM_TIMEOUT
     # PostgreSQL: the SKIP LOCKED pick and the move to RUNNING in one statement (see
     # txbroker.fastpath); elsewhere the same two steps in one transaction.
     picked = fastpath.claim_due(
-        db, token=token, claim_timeout=timeout, limit=limit, ids=None if ids is None else list(ids)
+        db,
+        token=token,
+        claim_timeout=timeout,
+        limit=limit,
+        ids=None if ids is None else list(ids),
+        alone=alone,
     )
     if picked is None:
         with transaction.atomic(using=db):
-            due = Delivery.objects.using(db).due()
+            due = Delivery.objects.using(db).due().filter(run_alone=alone)
             if ids is not None:
                 due = due.filter(pk__in=list(ids))
             picked = list(
@@ -193,6 +201,7 @@ def _fail_lost_worker(pk: int, msg_id: str, group: str, attempts: int, token: st
     fields = {"status": Status.DEAD} if dead else {"status": Status.RETRY}
     if not dead:
         fields["next_attempt_at"] = dbtime.after(retry_delay(attempts))
+    fields["run_alone"] = True  # it may kill its worker again: no batch-mate goes with it
     Delivery.objects.using(broker_db()).filter(pk=pk, claim_token=token, status=Status.RUNNING).update(
         claim_token="", claimed_until=None, last_error=error, updated_at=dbtime.now(), **fields
     )
@@ -271,13 +280,20 @@ def deliver_due(*, budget_seconds: Optional[float] = None, batch_size: Optional[
     in_batch.set()
     try:
         while not stopping.is_set():
+            # A delivery whose worker died running it runs in a batch of its own first: if it
+            # kills this worker too, nothing claimed with it waits a claim timeout.
+            token, alone = claim_due(1, alone=True)
+            report.claimed += len(alone)
+            if alone and not run_batch(alone, token, report, deadline=deadline):
+                report.more_due = not stopping.is_set()
+                break
             token, batch = claim_due(size)
             report.claimed += len(batch)
             finished = run_batch(batch, token, report, deadline=deadline)
             if not finished:
                 report.more_due = not stopping.is_set()
                 break
-            if len(batch) < size:
+            if len(batch) < size and not alone:
                 break
             if time.monotonic() >= deadline:
                 report.more_due = not stopping.is_set()
@@ -488,6 +504,7 @@ def _mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
                 succeeded_at=dbtime.now(),
                 updated_at=dbtime.now(),
                 last_error="",
+                run_alone=False,
             )
         )
         succeeded_at = None

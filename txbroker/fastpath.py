@@ -156,12 +156,13 @@ def message_commit(
 # --- deliveries ---------------------------------------------------------------------------------
 def claim_sql(*, filtered: bool = False) -> str:
     """The claim statement (``manage.py bench --history`` shows its plan). Parameters:
-    the two waiting statuses, [the ids,] the limit, RUNNING, the token, the claim timeout."""
+    the two waiting statuses, run_alone, [the ids,] the limit, RUNNING, the token, the claim
+    timeout."""
     table = _table(Delivery)
     only = "AND id = ANY(%s) " if filtered else ""
     return (
         f"WITH picked AS (SELECT id FROM {table} WHERE status IN (%s, %s) AND next_attempt_at <= {SQL_NOW} "
-        f"{only}ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"AND run_alone = %s {only}ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} AS d SET status = %s, claim_token = %s, claimed_until = {sql_after()}, "
         f"started_at = NULL, updated_at = {SQL_NOW} "
         # By primary key from an array: a join with the CTE, or repeating the status
@@ -173,15 +174,15 @@ def claim_sql(*, filtered: bool = False) -> str:
 
 
 def claim_due(
-    db: str, *, token: str, claim_timeout: float, limit: int, ids: Optional[list[int]]
+    db: str, *, token: str, claim_timeout: float, limit: int, ids: Optional[list[int]], alone: bool
 ) -> Optional[list[int]]:
-    """Claim up to ``limit`` due deliveries, oldest first, in one statement: the
-    ``FOR UPDATE SKIP LOCKED`` pick and the conditional move to RUNNING together. Returns
-    the claimed ids; None when this database has no fast path."""
+    """Claim up to ``limit`` due deliveries (``alone``: of those that run alone), oldest
+    first, in one statement: the ``FOR UPDATE SKIP LOCKED`` pick and the conditional move
+    to RUNNING together. Returns the claimed ids; None when this database has no fast path."""
     if not enabled(db):
         return None
     sql = claim_sql(filtered=ids is not None)
-    params: list[Any] = [*Delivery.WAITING, *([list(ids)] if ids is not None else []), limit]
+    params: list[Any] = [*Delivery.WAITING, alone, *([list(ids)] if ids is not None else []), limit]
     params += [RUNNING, token, claim_timeout]
     with connections[db].cursor() as cursor:
         cursor.execute(sql, params)
@@ -224,7 +225,7 @@ def delivery_succeed(
     trace_sql, trace_params = _insert("t", db, [event], guarded=True)
     sql = (
         f"WITH moved AS (UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
-        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '' "
+        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false "
         "WHERE id = %s AND claim_token = %s AND status = %s RETURNING succeeded_at), "
         f"{trace_sql} SELECT count(*), max(succeeded_at) FROM moved"
     )

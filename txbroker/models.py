@@ -151,6 +151,9 @@ class Delivery(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     # When the handler started under the current claim (None: claimed, not started yet).
     started_at = models.DateTimeField(null=True, blank=True)
+    # Its worker died (or froze) while running its handler: from then on it is claimed
+    # alone, so that a message that kills its worker takes no batch-mate down with it.
+    run_alone = models.BooleanField(default=False, db_default=False)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())

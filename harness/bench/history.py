@@ -193,7 +193,7 @@ def plans() -> dict[str, str]:
         found[name] = _explain(sql, list(params))
     waiting = list(Delivery.WAITING)
     found["claim_statement"] = _explain(
-        fastpath.claim_sql(), [*waiting, 50, Delivery.Status.RUNNING, "explain", 30.0]
+        fastpath.claim_sql(), [*waiting, False, 50, Delivery.Status.RUNNING, "explain", 30.0]
     )
     return found
 

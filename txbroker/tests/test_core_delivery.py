@@ -223,10 +223,17 @@ def test_a_started_delivery_whose_worker_died_is_a_failed_attempt_with_its_retry
     report = delivery.BatchReport()
     assert delivery.run_claimed(batch[0], token, report) == "SKIPPED"
     assert (report.failed, report.dead, report.succeeded) == (0, 0, 0)
+    # From now on it runs alone: a batch claim leaves it, a claim of those that run alone takes it.
+    assert row.run_alone is True
+    make_due()
+    send("batch-mate", tag="other")
+    _token, others = delivery.claim_due(10)
+    assert [d.message_id for d in others] != [] and msg_id not in {d.message_id for d in others}
+    delivery.release(others, _token)
     make_due()
     run_due()
     row.refresh_from_db()
-    assert (row.status, row.attempts) == ("SUCCEEDED", 2)
+    assert (row.status, row.attempts, row.run_alone) == ("SUCCEEDED", 2, False)
     assert effects("died") == {"test_all_group": 1}
 
 
