@@ -42,7 +42,7 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, transa
 from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
 from txbroker.exceptions import NoConsumer
-from txbroker.faults import fault_error, fault_point, poison_point
+from txbroker.faults import fault_error, fault_point, poison_identity, poison_point
 from txbroker.metrics import observe_delivery, observe_worker_lost
 from txbroker.models import Delivery, TraceEvent
 from txbroker.producer import recover_connections, trimmed_traceback
@@ -462,7 +462,7 @@ def _call_handler(consumer: Optional[Consumer], delivery: Delivery) -> None:
                 f"no consumer registered for group {delivery.consumer_group!r} on topic "
                 f"{message.topic!r} in this worker (was it removed from the code?)"
             )
-        poison_point(message.msg_id)
+        poison_point(poison_identity(message.msg_id, message.keys))
         if delivery.attempts == 1:
             fault_error("handler_first_attempt_error")
         with time_limit(timeout, lambda: TimeLimitExceeded(f"handler ran past {timeout:g}s")):

@@ -9,8 +9,8 @@ first attempt fail with :class:`InjectedFault` (the delivery is retried), as a h
 whose dependency has a blip would (see :func:`fault_error`).
 
 Two points model bad messages and slow dependencies rather than crashes:
-``poison_message`` picks that share of messages (by their id, so the same ones every
-time, in every process: :func:`is_poison`) whose handler kills its worker on every
+``poison_message`` picks that share of messages (by their first business key, else their
+id, so the same ones every time, in every process: :func:`is_poison`) whose handler kills its worker on every
 attempt; ``checker_block`` makes that share of checker calls block for a minute, as a
 checker waiting on a dead dependency would (:func:`fault_block`).
 """
@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 
 logger = logging.getLogger("txbroker.faults")
 
@@ -100,19 +101,25 @@ def fault_error(name: str) -> None:
         raise InjectedFault(f"fault injected: {name} (TXBROKER_FAULTS)")
 
 
-def is_poison(msg_id: str, probability: float | None = None) -> bool:
-    """Whether ``poison_message`` picks this message: the same answer in every process."""
+def is_poison(identity: str, probability: float | None = None) -> bool:
+    """Whether ``poison_message`` picks the message of this business key (or id, for a
+    message with no key): the same answer in every process and every run."""
     share = active_faults().get("poison_message", 0.0) if probability is None else probability
     if not share:
         return False
-    digest = int.from_bytes(hashlib.sha256(msg_id.encode()).digest()[:8], "big")
+    digest = int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "big")
     return digest / 2**64 < share
 
 
-def poison_point(msg_id: str) -> None:
+def poison_identity(msg_id: str, keys: Sequence[str]) -> str:
+    """What picks a message as poison: its first business key, else its id."""
+    return keys[0] if keys else msg_id
+
+
+def poison_point(identity: str) -> None:
     """A poison message's handler kills its worker, every attempt (exit 137)."""
-    if is_poison(msg_id):
-        logger.critical("fault injected: poison_message %s, pid %s exits now", msg_id, os.getpid())
+    if is_poison(identity):
+        logger.critical("fault injected: poison_message %s, pid %s exits now", identity, os.getpid())
         sys.stderr.flush()
         os._exit(137)
 

@@ -93,13 +93,8 @@ def check(
         Notification.objects.filter(channel=Notification.Channel.SMS).values_list("order_id", flat=True)
     )
 
-    # Poison: by message in txbroker (the record's message), by order id in the naive design.
-    poison_orders = {
-        order_id
-        for order_id, record in records.items()
-        if poison_share
-        and is_poison(record["message_id"] if design == "txbroker" else order_id, poison_share)
-    }
+    # Poison: by order id in both designs (txbroker picks a message by its first key).
+    poison_orders = {order_id for order_id in records if poison_share and is_poison(order_id, poison_share)}
     poison_missing: Counter = Counter()
 
     # Every SUCCESS payment record: order PAID, one points record of floor(amount), one SMS.
@@ -252,7 +247,7 @@ def _check_broker(
 ) -> tuple[dict, dict]:
     from payments.events import TOPIC
     from txbroker.delivery import WORKER_LOST, max_reconsume_times
-    from txbroker.faults import is_poison
+    from txbroker.faults import is_poison, poison_identity
     from txbroker.models import Delivery, Message, TraceEvent
     from txbroker.registry import registry
 
@@ -287,9 +282,9 @@ def _check_broker(
 
     poison_messages = (
         {
-            m
-            for m in Message.objects.filter(topic=TOPIC).values_list("msg_id", flat=True)
-            if is_poison(m, poison_share)
+            msg_id
+            for msg_id, keys in Message.objects.filter(topic=TOPIC).values_list("msg_id", "keys")
+            if is_poison(poison_identity(msg_id, keys), poison_share)
         }
         if poison_share
         else set()
