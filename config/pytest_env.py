@@ -11,3 +11,10 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 os.environ.setdefault("DJANGO_EXTRA_APPS", "txbroker.tests.support,harness")
 # A second database, for the test that keeps txbroker's tables on their own alias.
 os.environ.setdefault("TXBROKER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/txbroker_alias")
+
+
+def pytest_sessionstart(session) -> None:
+    """The var folder's static files folder, as manage.py and the WSGI app make it."""
+    from config.embedded import prepare
+
+    prepare()
