@@ -29,10 +29,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from txbroker import charts, dbtime, operations, selectors
+from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
 from txbroker.models import Dashboard, DeadLetter, Delivery, Message, TraceEvent
-from txbroker.transitions import broker_db
 
 State = Message.State
 Status = Delivery.Status

@@ -27,14 +27,15 @@ from typing import Optional
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, transaction
 
 from txbroker.conf import txsettings
+from txbroker.db import broker_db, recover_connections
 from txbroker.faults import fault_block
 from txbroker.metrics import observe_check_pass
 from txbroker.models import LocalTransactionState, Message, TraceEvent
-from txbroker.producer import as_state, recover_connections, trimmed_traceback
+from txbroker.producer import as_state
 from txbroker.registry import registry
 from txbroker.timeouts import STOP_EXCEPTIONS, TimeLimitExceeded, bound_transaction, time_limit
+from txbroker.trace import trimmed_traceback
 from txbroker.transitions import (
-    broker_db,
     message_check_skipped,
     message_commit,
     message_discard,
@@ -214,6 +215,4 @@ def _ask(checker, message: Message, timeout: float) -> tuple[LocalTransactionSta
 
 def _timed_out_in_database(exc: BaseException, elapsed: float, timeout: float) -> bool:
     """A lock wait or statement the database cancelled at the check's bound."""
-    from django.db import OperationalError
-
     return isinstance(exc, OperationalError) and elapsed >= timeout * 0.9

@@ -41,14 +41,14 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, transa
 
 from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
+from txbroker.db import broker_db, recover_connections
 from txbroker.exceptions import NoConsumer
 from txbroker.faults import fault_error, fault_point, poison_identity, poison_point
 from txbroker.metrics import observe_delivery, observe_worker_lost
 from txbroker.models import Delivery, TraceEvent
-from txbroker.producer import recover_connections, trimmed_traceback
 from txbroker.registry import Consumer, registry
 from txbroker.timeouts import STOP_EXCEPTIONS, TimeLimitExceeded, time_limit
-from txbroker.transitions import broker_db, trace_many
+from txbroker.trace import trace_many, trimmed_traceback
 from txbroker.types import ConsumedMessage
 
 logger = logging.getLogger("txbroker.delivery")

@@ -12,10 +12,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from txbroker import dbtime, delivery
+from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
-from txbroker.transitions import broker_db, message_commit, message_resume, message_rollback
+from txbroker.transitions import message_commit, message_resume, message_rollback
 
 # Rows per transaction in bulk actions.
 BATCH_SIZE = 500

@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -14,18 +13,19 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 
 from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
+from txbroker.db import broker_db, recover_connections
 from txbroker.exceptions import ConfigurationError
 from txbroker.faults import fault_point
 from txbroker.models import LocalTransactionState, Message, MessageKey, TraceEvent
 from txbroker.registry import Checker, registry
-from txbroker.transitions import broker_db, message_commit, message_rollback, trace_many
+from txbroker.trace import trace_many, trimmed_traceback
+from txbroker.transitions import message_commit, message_rollback
 from txbroker.types import MessageView, OutgoingMessage, SendResult
 
 logger = logging.getLogger("txbroker")
 
 LocalTransaction = Callable[[MessageView, Any], LocalTransactionState]
 
-TRACEBACK_LIMIT = 4000
 # How long a producer keeps retrying the end of its transaction on a new database session.
 END_TRANSACTION_RETRY_SECONDS = 3.0
 
@@ -34,11 +34,6 @@ def producer_identity() -> str:
     """``host:pid`` of this process, in the HALF_STORED trace row: who to ask, or look
     for, when a message stays HALF."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def trimmed_traceback(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
 
 
 def as_state(answer: Any) -> Optional[LocalTransactionState]:
@@ -57,14 +52,6 @@ def atomic_aliases() -> list[str]:
     caller could still roll back what it announces."""
     aliases = {broker_db(), DEFAULT_DB_ALIAS, *(c.alias for c in connections.all(initialized_only=True))}
     return sorted(alias for alias in aliases if connections[alias].in_atomic_block)
-
-
-def recover_connections() -> None:
-    """Close the connections of this thread that broke (outside any transaction): the next
-    query opens a new one, instead of failing on a session the server already ended."""
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
 
 
 class TransactionProducer:

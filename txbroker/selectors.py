@@ -17,9 +17,9 @@ from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncMinute
 
 from txbroker import dbtime
+from txbroker.db import broker_db
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.registry import registry
-from txbroker.transitions import broker_db
 from txbroker.types import StoredMessage
 
 State = Message.State

@@ -19,29 +19,16 @@ from typing import Optional
 from django.db import transaction
 
 from txbroker import dbtime, fastpath
-from txbroker.conf import txsettings
+from txbroker.db import broker_db
 from txbroker.exceptions import MessageNotFound
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.registry import registry
+from txbroker.trace import trace, trace_many
 
 logger = logging.getLogger("txbroker")
 
 State = Message.State
 Event = TraceEvent.Event
-
-
-def broker_db() -> str:
-    return txsettings.DATABASE
-
-
-def trace(msg_id: str, event: str, detail: str = "", *, group: str = "", actor: str = "") -> None:
-    TraceEvent.objects.using(broker_db()).create(
-        message_id=msg_id, event=event, detail=detail, consumer_group=group, actor=actor
-    )
-
-
-def trace_many(rows: Iterable[TraceEvent]) -> None:
-    TraceEvent.objects.using(broker_db()).bulk_create(list(rows))
 
 
 def _move(msg_id: str, from_state: str, to_state: str, *, held_by: Optional[str] = None, **fields) -> bool:

@@ -20,10 +20,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from txbroker import operations, selectors
+from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
 from txbroker.models import Delivery, Message, TraceEvent
-from txbroker.transitions import broker_db
 
 from . import serializers as s
 

@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
 from txbroker import LocalTransactionState, metrics
+from txbroker.db import broker_db
 from txbroker.tests import operator_data
 from txbroker.tests.helpers import deliveries, send
 from txbroker.tests.processes import ROOT, child_env, start_worker, wait_for
 from txbroker.tests.support.models import Plan
-from txbroker.transitions import broker_db
 
 plain_http = operator_data.plain_http
 world = operator_data.world
