@@ -13,7 +13,9 @@ class TxBrokerConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from txbroker import signals  # noqa: F401 - connects the worker hooks
+        # The worker hooks; the tasks, known by name in every process (txbroker.wakeup
+        # publishes the delivery task by its name).
+        from txbroker import signals, tasks  # noqa: F401
 
         # Every process learns every checker and consumer.
         autodiscover_modules("checkers", "consumers")

@@ -11,7 +11,7 @@ from typing import Optional
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from txbroker import dbtime, delivery
+from txbroker import dbtime, delivery_transitions
 from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
@@ -39,7 +39,7 @@ def replay(msg_id: str, *, group: Optional[str] = None, force: bool = False, act
         raise InvalidTransition(f"message {msg_id} is {message.state}; only COMMITTED messages are delivered")
     if group is not None and not message.deliveries.filter(consumer_group=group).exists():
         raise InvalidTransition(f"message {msg_id} has no delivery to consumer group {group!r}")
-    return delivery.replay(msg_id, group=group, force=force, actor=actor)
+    return delivery_transitions.replay(msg_id, group=group, force=force, actor=actor)
 
 
 def resume(msg_id: str, *, actor: str = "") -> None:
@@ -73,7 +73,7 @@ def replay_deliveries(delivery_ids: Iterable[int], *, actor: str = "") -> int:
     ids = list(delivery_ids)
     replayed = 0
     for start in range(0, len(ids), BATCH_SIZE):
-        replayed += delivery.replay_many(ids[start : start + BATCH_SIZE], actor=actor)
+        replayed += delivery_transitions.replay_many(ids[start : start + BATCH_SIZE], actor=actor)
     return replayed
 
 
@@ -113,7 +113,7 @@ def replay_dead(
         if not batch:
             break
         last = batch[-1]
-        done += delivery.replay_many(batch, actor=actor)
+        done += delivery_transitions.replay_many(batch, actor=actor)
         if progress is not None:
             progress(done, total)
     return done

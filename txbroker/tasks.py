@@ -12,7 +12,6 @@ from celery import shared_task
 from django.db import close_old_connections
 
 from txbroker import checkback, delivery, wakeup
-from txbroker.transitions import wake_deliveries
 
 logger = logging.getLogger("txbroker.tasks")
 
@@ -35,7 +34,7 @@ def deliver() -> dict:
         close_old_connections()
     if report.more_due:
         # The budget ran out with deliveries still due: hand over to a fresh task.
-        wake_deliveries(coalesce=False)
+        wakeup.wake_deliveries(coalesce=False)
     return {"claimed": report.claimed, "succeeded": report.succeeded, "failed": report.failed}
 
 

@@ -7,6 +7,9 @@ Check-back holds HALF messages by a lease (``check_token``, until ``next_check_a
 a check pass's answer moves a message only while its lease holds, and a pass that lost
 its lease (it froze, or ran past it) records nothing. Every time is the database's clock
 (txbroker.dbtime).
+
+A commit creates the message's deliveries in its own transaction (or statement); their
+moves from then on are txbroker.delivery_transitions'.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from django.db import transaction
 
 from txbroker import dbtime, fastpath
 from txbroker.db import broker_db
+from txbroker.delivery_transitions import deliveries_create, deliveries_for
 from txbroker.exceptions import MessageNotFound
-from txbroker.models import Delivery, Message, TraceEvent
-from txbroker.registry import registry
+from txbroker.models import Message, TraceEvent
 from txbroker.trace import trace, trace_many
+from txbroker.wakeup import wake_deliveries
 
 logger = logging.getLogger("txbroker")
 
@@ -50,20 +54,6 @@ def _refuse(msg_id: str, attempted: str, by: str, actor: str) -> None:
     trace(msg_id, Event.REFUSED, detail, actor=actor)
 
 
-def wake_deliveries(*, coalesce: bool = True) -> None:
-    """Enqueue the fast path after commit, unless a wake-up is already queued and not
-    started (``coalesce``, see txbroker.wakeup). A failure only delays delivery: the sweep
-    finds every due delivery in the database."""
-    from txbroker import wakeup
-    from txbroker.tasks import deliver
-
-    try:
-        if not coalesce or wakeup.should_publish():
-            deliver.delay()
-    except Exception:
-        logger.warning("could not enqueue delivery task; the sweep will pick it up", exc_info=True)
-
-
 def message_commit(
     message: Message,
     *,
@@ -82,9 +72,8 @@ def message_commit(
     pass no longer holds the message.
     """
     db = broker_db()
-    groups = [c.group for c in registry.subscribers(message.topic, message.tag)]
-    # Due now by the database's clock: the columns' defaults.
-    deliveries = [Delivery(message_id=message.msg_id, consumer_group=group) for group in groups]
+    deliveries = deliveries_for(message)
+    groups = [d.consumer_group for d in deliveries]
     suffix = f"; {detail}" if detail else ""
     prelude = list(prelude)
     events = [
@@ -112,7 +101,7 @@ def message_commit(
                 message.msg_id, State.HALF, State.COMMITTED, held_by=check_token, **_settled(check_times)
             )
             if moved:
-                Delivery.objects.using(db).bulk_create(deliveries)
+                deliveries_create(deliveries)
                 trace_many(events)
     if not moved:
         if check_token is None:

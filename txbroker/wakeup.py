@@ -1,4 +1,5 @@
-"""Wake-ups of the delivery fast path, coalesced: at most one waiting in the queue.
+"""Wake-ups of the delivery fast path (a delivery task), coalesced: at most one waiting in
+the queue.
 
 A delivery task is only a wake-up: it claims whatever is due until nothing is. So when a
 wake-up is already queued and has not started yet, a second one would find nothing to do
@@ -13,6 +14,9 @@ The key expires (``TXBROKER_WAKEUP_TTL``) so that a lost task (a Redis restart, 
 worker holding it) stops suppressing wake-ups; the sweep covers the gap, as it covers
 every lost task. Any other broker (the filesystem transport), or
 ``TXBROKER_WAKEUP_COALESCE=0``, publishes on every commit.
+
+The task is published by its name: what wakes deliveries (a commit, a replay, the sweep)
+never imports txbroker.tasks, which imports them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 from typing import Any, Optional
 
+from celery import signature
 from django.conf import settings
 
 from txbroker.conf import txsettings
@@ -28,6 +33,8 @@ from txbroker.conf import txsettings
 logger = logging.getLogger("txbroker")
 
 PENDING_KEY = "txbroker:deliver:pending"
+# The delivery task's name, as txbroker.tasks registers it.
+DELIVER_TASK = "txbroker.deliver"
 
 _client: Optional[Any] = None
 _client_for: Optional[tuple[int, str]] = None
@@ -69,3 +76,19 @@ def started() -> None:
     except Exception:
         # The key expires by itself; until then the sweep covers any delivery left due.
         logger.warning("could not clear the queued wake-up mark", exc_info=True)
+
+
+def publish() -> None:
+    """Enqueue one delivery task, not coalesced."""
+    signature(DELIVER_TASK).delay()
+
+
+def wake_deliveries(*, coalesce: bool = True) -> None:
+    """Enqueue the fast path after commit, unless a wake-up is already queued and not
+    started (``coalesce``). A failure only delays delivery: the sweep finds every due
+    delivery in the database."""
+    try:
+        if not coalesce or should_publish():
+            publish()
+    except Exception:
+        logger.warning("could not enqueue delivery task; the sweep will pick it up", exc_info=True)

@@ -246,7 +246,7 @@ def _check_broker(
     records, lost, stuck, other, note, *, poison_share: float, poison: dict
 ) -> tuple[dict, dict]:
     from payments.events import TOPIC
-    from txbroker.delivery import WORKER_LOST, max_reconsume_times
+    from txbroker.delivery_transitions import WORKER_LOST, max_reconsume_times
     from txbroker.faults import is_poison, poison_identity
     from txbroker.models import Delivery, Message, TraceEvent
     from txbroker.registry import registry

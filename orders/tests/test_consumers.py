@@ -13,7 +13,7 @@ from orders.services import ORDER_MISSING_FOR_PAYMENT
 from orders.tests.factories import OrderFactory, UserFactory
 from payments.checkers import payment_producer
 from payments.events import ORDER_CONSUMER_GROUP, TAG, TOPIC, PaymentSucceeded
-from txbroker import LocalTransactionState, OutgoingMessage, delivery
+from txbroker import LocalTransactionState, OutgoingMessage, delivery, delivery_transitions
 from txbroker.models import Delivery, TraceEvent
 from txbroker.tests.processes import wait_for
 
@@ -56,7 +56,7 @@ def test_a_redelivered_payment_leaves_a_paid_order_paid():
     order.refresh_from_db()
     assert order.status == Order.Status.PAID
 
-    assert delivery.replay(msg_id, group=ORDER_CONSUMER_GROUP, force=True) == 1
+    assert delivery_transitions.replay(msg_id, group=ORDER_CONSUMER_GROUP, force=True) == 1
     delivery.deliver_due()
 
     row = Delivery.objects.get(message_id=msg_id, consumer_group=ORDER_CONSUMER_GROUP)

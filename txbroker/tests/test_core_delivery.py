@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from txbroker import delivery, operations
+from txbroker.delivery_transitions import retry_delay, start_attempt
 from txbroker.exceptions import InvalidTransition
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.registry import registry
@@ -83,7 +84,7 @@ def test_a_failing_handler_retries_at_the_configured_delays_then_succeeds(broker
 
 
 def test_retry_delays_follow_rocketmq_levels_and_repeat_the_last():
-    assert [delivery.retry_delay(n) for n in (1, 2, 3, 16, 17, 40)] == [10, 30, 60, 7200, 7200, 7200]
+    assert [retry_delay(n) for n in (1, 2, 3, 16, 17, 40)] == [10, 30, 60, 7200, 7200, 7200]
 
 
 def test_dead_after_max_reconsume_times_then_replay_succeeds(broker_env):
@@ -206,7 +207,7 @@ def test_a_started_delivery_whose_worker_died_is_a_failed_attempt_with_its_retry
     the delivery back as a failed attempt, due after the retry delay, not at once."""
     msg_id = send("died", tag="other").msg_id
     token, batch = delivery.claim_due(10)
-    assert delivery._start(batch[0], token) == 1  # what run_claimed commits before the handler
+    assert start_attempt(batch[0], token) == 1  # what run_claimed commits before the handler
     Delivery.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))  # the worker is gone
 
     assert delivery.reclaim_expired() == 1

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from txbroker import dbtime, delivery
+from txbroker.delivery_transitions import mark_failed, start_attempt
 from txbroker.exceptions import ConfigurationError
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.registry import registry
@@ -27,14 +28,14 @@ def test_a_worker_that_lost_its_claim_records_no_failure_no_dead_and_no_metric(
     broker_setting("TXBROKER_MAX_RECONSUME_TIMES", "0")  # its failure would be DEAD
     send("lost", tag="other")
     token, batch = delivery.claim_due(10)
-    assert delivery._start(batch[0], token) == 1
+    assert start_attempt(batch[0], token) == 1
     # Meanwhile its claim expired and another worker claimed the delivery.
     Delivery.objects.update(claim_token="someone-else", claimed_until=timezone.now() + timedelta(seconds=60))
     before = list(TraceEvent.objects.values_list("id", flat=True))
     observed = []
     monkeypatch.setattr(delivery, "observe_delivery", lambda *args, **kw: observed.append(args))
 
-    status = delivery._mark_failed(batch[0], token, None, RuntimeError("late failure"), 12.0)
+    status = mark_failed(batch[0], token, None, RuntimeError("late failure"), 12.0)
 
     assert status is None
     assert list(TraceEvent.objects.exclude(id__in=before).values_list("event", flat=True)) == []
@@ -52,7 +53,7 @@ def test_release_traces_only_what_it_released(broker_env):
     for i in range(3):
         send(f"rel-{i}", tag="other")
     token, batch = delivery.claim_due(10)
-    assert delivery._start(batch[0], token) == 1  # this one's handler started: not released
+    assert start_attempt(batch[0], token) == 1  # this one's handler started: not released
 
     assert delivery.release(batch, token) == 2
 
