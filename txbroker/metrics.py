@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``/metrics`` and ``/healthz``.
+"""Prometheus metrics: what ``/metrics`` (txbroker.views) shows.
 
 Two kinds of numbers, from two places:
 
@@ -19,16 +19,10 @@ Two kinds of numbers, from two places:
 
 Recording costs one dictionary lookup and a few additions per delivery attempt
 (:func:`observe_delivery`) and per check pass (:func:`observe_check_pass`).
-
-Who may ask: ``/metrics`` answers loopback clients (a Prometheus on the same host) that did
-not come through a proxy, or, when ``METRICS_BEARER_TOKEN`` is set, only requests bearing
-it (from anywhere). ``/healthz`` tells the public only ``{"status": ...}`` (200 or 503);
-which check failed is for staff, and never a host, port or connection string.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
@@ -37,16 +31,13 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Optional
 
-from django.conf import settings
-from django.db import connections
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils.crypto import constant_time_compare
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from txbroker.conf import txsettings
+from txbroker.selectors import stats
 
 logger = logging.getLogger("txbroker.metrics")
 
@@ -142,9 +133,6 @@ _clock = time.monotonic  # a test moves it
 def gauge_stats() -> dict[str, Any]:
     """:func:`txbroker.selectors.stats`, read at most once per TXBROKER_METRICS_CACHE_SECONDS
     in this process (0: at every call). Concurrent scrapes wait for the one reading."""
-    from txbroker.conf import txsettings
-    from txbroker.selectors import stats
-
     global _gauges
     max_age = txsettings.METRICS_CACHE_SECONDS
     with _gauges_lock:
@@ -193,8 +181,6 @@ class BrokerCollector(Collector):
 def _registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client.multiprocess import MultiProcessCollector
-
         # Every process's recorded counters and histograms, summed.
         MultiProcessCollector(registry)
     else:
@@ -208,102 +194,7 @@ class _Recorded(Collector):
         return RECORDED.collect()
 
 
-METRICS_FORBIDDEN = "/metrics answers local clients only (or set METRICS_BEARER_TOKEN)"
-METRICS_UNAUTHORIZED = "/metrics needs the header Authorization: Bearer <METRICS_BEARER_TOKEN>"
-# A request relayed by a reverse proxy on this host arrives from loopback too: these name it.
-PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
-
-
-def _loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
-
-
-def metrics_refusal(request: HttpRequest) -> Optional[JsonResponse]:
-    """None when ``request`` may read /metrics, else the answer: 401 without the bearer token
-    when METRICS_BEARER_TOKEN is set, 403 for a client that is not local otherwise."""
-    token = getattr(settings, "METRICS_BEARER_TOKEN", "")
-    if token:
-        scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() == "bearer" and constant_time_compare(given.strip(), token):
-            return None
-        refused = JsonResponse({"detail": METRICS_UNAUTHORIZED}, status=401)
-        refused["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return refused
-    if _loopback(request.META.get("REMOTE_ADDR", "")) and not any(h in request.META for h in PROXY_HEADERS):
-        return None
-    return JsonResponse({"detail": METRICS_FORBIDDEN}, status=403)
-
-
-@never_cache
-@require_GET
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, for local scrapers or the bearer of METRICS_BEARER_TOKEN."""
-    refused = metrics_refusal(request)
-    if refused is not None:
-        return refused
-    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
-
-
-# --- health ---------------------------------------------------------------------------------
-def check_databases() -> None:
-    from txbroker.transitions import broker_db
-
-    for alias in dict.fromkeys(["default", broker_db()]):
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SELECT 1")
-
-
-def check_celery_broker(timeout: float = 3.0) -> None:
-    from celery import current_app
-
-    with current_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-
-
-HEALTH_CHECKS = (("database", check_databases), ("celery_broker", check_celery_broker))
-
-
-def _staff_caller(request: HttpRequest) -> bool:
-    """Whether the caller is active staff, by session or by the API's authentication (a
-    token); False whenever that cannot be told (the database that holds them is down)."""
-    try:
-        user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
-            from rest_framework.request import Request
-            from rest_framework.settings import api_settings
-
-            authenticators = [auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
-            user = Request(request, authenticators=authenticators).user
-        return bool(user and user.is_authenticated and user.is_active and user.is_staff)
-    except Exception:  # noqa: BLE001 - unknown callers are the public
-        return False
-
-
-@never_cache
-@require_GET
-def healthz_view(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the Celery broker answer, 503 otherwise: ``{"status"}``
-    for anyone; staff also get each check's result (``"ok"`` or ``"error: <exception
-    class>"``) and the failing ones. Error texts, which name hosts, ports, databases and
-    roles, go to the log only."""
-    checks: dict[str, str] = {}
-    failing = []
-    for name, check in HEALTH_CHECKS:
-        try:
-            check()
-            checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            logger.warning("health check %s failed: %s", name, exc)
-            checks[name] = f"error: {type(exc).__name__}"
-            failing.append(name)
-    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable"}
-    if _staff_caller(request):
-        body["checks"] = checks
-        if failing:
-            body["failing"] = failing
-    return JsonResponse(body, status=503 if failing else 200)
+def exposition() -> bytes:
+    """Every metric in Prometheus text format: the recorded ones (of every process, in
+    multiprocess mode) and the database gauges."""
+    return generate_latest(_registry())
