@@ -140,6 +140,19 @@ def dead_letters(*, consumer_group: Optional[str] = None) -> QuerySet[Delivery]:
     return qs.order_by("-updated_at", "-id")
 
 
+def dead_letter_counts() -> list[tuple[str, int]]:
+    """(group, dead letters) for every group that has some: one grouped query on the partial
+    index of open deliveries."""
+    return list(
+        Delivery.objects.using(broker_db())
+        .dead()
+        .order_by("consumer_group")
+        .values_list("consumer_group")
+        .annotate(n=Count("pk"))
+        .values_list("consumer_group", "n")
+    )
+
+
 # --- distinct values without scanning -------------------------------------------------------
 def distinct_values(model: type, column: str) -> list[str]:
     """The distinct values of an indexed leading column (``topic``, ``producer_group``,

@@ -29,7 +29,7 @@ from . import serializers as s
 
 TAGS = ["txbroker"]
 
-# Who may read what, as in the admin (``txbroker/admin.py``): a model's view permission, or
+# Who may read what, as in the admin (``txbroker/admin/``): a model's view permission, or
 # its change permission (which implies viewing); the dead-letter and dashboard pages also
 # open to whoever may view messages.
 MESSAGE_READERS = ("txbroker.view_message", "txbroker.change_message")

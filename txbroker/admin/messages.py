@@ -1,0 +1,215 @@
+"""The message list and a message's page (its deliveries and its trace timeline)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from django.contrib import admin
+from django.db.models import Prefetch
+from django.http import Http404
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from txbroker import selectors
+from txbroker.admin.base import CheapCountPaginator, ReadOnlyAdmin
+from txbroker.admin.deliveries import DeliveryInline
+from txbroker.admin.filters import ConsumerGroupFilter, DeliveryStatusFilter, ProducerGroupFilter, TopicFilter
+from txbroker.admin.html import STATE_COLOR, STATUS_COLOR, STATUS_SYMBOL, badge, offset_text
+from txbroker.admin.message_actions import MessageActions
+from txbroker.db import broker_db
+from txbroker.ids import could_be_msg_id
+from txbroker.models import Delivery, Message, TraceEvent
+
+State = Message.State
+Status = Delivery.Status
+
+
+@admin.register(Message)
+class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
+    list_display = [
+        "msg_id_link",
+        "topic",
+        "tag",
+        "keys_text",
+        "producer_group",
+        "state_badge",
+        "check_times",
+        "created_at",
+        "resolved_at",
+        "delivery_summary",
+    ]
+    list_display_links = None
+    list_filter = [
+        "state",
+        TopicFilter,
+        ProducerGroupFilter,
+        ConsumerGroupFilter,
+        DeliveryStatusFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["msg_id"]  # shows the box; get_search_results does the work
+    search_help_text = "A message id (or its first digits), or a business key such as an order id."
+    sortable_by = ["msg_id_link", "created_at"]
+    list_per_page = 50
+    list_max_show_all = 200
+    show_full_result_count = False
+    paginator = CheapCountPaginator
+    actions = ["replay_selected", "resume_selected"]
+    inlines = [DeliveryInline]
+    change_form_template = "admin/txbroker/message/change_form.html"
+    change_list_template = "admin/txbroker/message/change_list.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("msg_id", "state_badge"),
+                    ("topic", "tag"),
+                    ("keys_text", "producer_group"),
+                    ("check_times", "next_check_at"),
+                    ("created_at", "resolved_at"),
+                ]
+            },
+        ),
+        ("Body", {"fields": ["body_pretty"]}),
+        ("Properties", {"fields": ["properties_pretty"]}),
+        ("Trace", {"fields": ["trace_timeline"]}),
+    ]
+    readonly_fields = [
+        "msg_id",
+        "state_badge",
+        "topic",
+        "tag",
+        "keys_text",
+        "producer_group",
+        "check_times",
+        "next_check_at",
+        "created_at",
+        "resolved_at",
+        "body_pretty",
+        "properties_pretty",
+        "trace_timeline",
+    ]
+
+    # --- the list ---
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .defer("body", "properties")
+            .prefetch_related(
+                Prefetch(
+                    "deliveries",
+                    queryset=Delivery.objects.using(broker_db())
+                    .only("pk", "message_id", "consumer_group", "status")
+                    .order_by("consumer_group"),
+                )
+            )
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(selectors.message_search_q(term)), False
+
+    @admin.display(description="message id", ordering="msg_id")
+    def msg_id_link(self, obj: Message) -> str:
+        url = reverse("admin:txbroker_message_change", args=[obj.pk])
+        return format_html('<a href="{}" class="txb-msg-link"><code>{}</code></a>', url, obj.pk)
+
+    @admin.display(description="keys")
+    def keys_text(self, obj: Message) -> str:
+        return " ".join(obj.keys or []) or "-"
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: Message) -> str:
+        return badge(obj.state, STATE_COLOR.get(obj.state, "#555"))
+
+    @admin.display(description="deliveries")
+    def delivery_summary(self, obj: Message) -> str:
+        rows = list(obj.deliveries.all())  # prefetched for the whole page
+        if not rows:
+            return "-"
+        counts = Counter(d.status for d in rows)
+        order = [Status.SUCCEEDED, Status.PENDING, Status.RUNNING, Status.RETRY, Status.DEAD]
+        text = " · ".join(f"{counts[s]} {STATUS_SYMBOL[s]}" for s in order if counts[s])
+        detail = "; ".join(f"{d.consumer_group}: {d.status}" for d in rows)
+        color = STATUS_COLOR[Status.DEAD] if counts[Status.DEAD] else "inherit"
+        return format_html('<span title="{}" style="color:{}">{}</span>', detail, color, text)
+
+    # --- the page ---
+    @admin.display(description="body")
+    def body_pretty(self, obj: Message) -> str:
+        return format_html(
+            '<pre class="txb-json" style="margin:0;white-space:pre-wrap">{}</pre>',
+            json.dumps(obj.body, indent=2, ensure_ascii=False, sort_keys=True),
+        )
+
+    @admin.display(description="properties")
+    def properties_pretty(self, obj: Message) -> str:
+        if not obj.properties:
+            return "-"
+        return format_html(
+            '<pre class="txb-json" style="margin:0;white-space:pre-wrap">{}</pre>',
+            json.dumps(obj.properties, indent=2, ensure_ascii=False, sort_keys=True),
+        )
+
+    @admin.display(description="timeline")
+    def trace_timeline(self, obj: Message) -> str:
+        events = list(TraceEvent.objects.using(broker_db()).filter(message_id=obj.pk).order_by("id"))
+        if not events:
+            return "-"
+        start = events[0].at
+        rows = format_html_join(
+            "",
+            '<li class="txb-event txb-event-{}"><span class="txb-at" title="{}">+{}</span> '
+            '<strong class="txb-event-name">{}</strong>{}{} <span class="txb-detail">{}</span></li>',
+            (
+                (
+                    e.event.lower(),
+                    e.at.isoformat(),
+                    offset_text(e.at - start),
+                    e.event,
+                    format_html(' <span class="txb-group">[{}]</span>', e.consumer_group)
+                    if e.consumer_group
+                    else "",
+                    format_html(' <span class="txb-actor">by {}</span>', e.actor) if e.actor else "",
+                    e.detail if len(e.detail) < 600 else e.detail[:600] + "…",
+                )
+                for e in events
+            ),
+        )
+        return format_html(
+            '<ol class="txb-timeline" style="margin:0;padding-left:1.5em">{}</ol>'
+            '<p class="help">Started {} ({} event(s)).</p>',
+            rows,
+            start.isoformat(timespec="seconds"),
+            len(events),
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not could_be_msg_id(object_id):
+            raise Http404("no such message")
+        message = Message.objects.using(broker_db()).filter(pk=object_id).only("pk", "state").first()
+        extra = {
+            "txb_can_replay": bool(
+                message and message.state == State.COMMITTED and self.has_replay_permission(request)
+            ),
+            "txb_can_resume": bool(
+                message and message.state == State.DISCARDED and self.has_resume_permission(request)
+            ),
+            "txb_can_resolve": bool(
+                message and message.state == State.HALF and self.has_resolve_permission(request)
+            ),
+            "txb_dead_letters_url": reverse("admin:txbroker_deadletter_changelist"),
+        }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {
+            "txb_dashboard_url": reverse("admin:txbroker_dashboard_changelist"),
+            "txb_dead_letters_url": reverse("admin:txbroker_deadletter_changelist"),
+        }
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
