@@ -175,6 +175,7 @@ def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
         event=Event.DELIVERY_ATTEMPT,
         consumer_group=delivery.consumer_group,
         detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
+        outcome=TraceEvent.Outcome.SUCCEEDED,
     )
     done = fastpath.delivery_succeed(db, delivery.pk, token, event=event)
     if done is not None:
@@ -219,6 +220,7 @@ def mark_failed(
     what = f"attempt {delivery.attempts}: FAILED in {elapsed_ms:.1f} ms: {summary}"
     msg_id, group, attempts = delivery.message_id, delivery.consumer_group, delivery.attempts
     status, delay, events = _failure(msg_id, group, attempts, consumer, Event.DELIVERY_ATTEMPT, what, summary)
+    events[0].outcome = TraceEvent.Outcome.FAILED
     moved = fastpath.delivery_fail(
         db, delivery.pk, token, status=status, delay=delay, error=text, events=events
     )

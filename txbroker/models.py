@@ -217,6 +217,10 @@ class TraceEvent(models.Model):
         RELEASED = "RELEASED", "claim released"
         REFUSED = "REFUSED", "transition refused"
 
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "SUCCEEDED", "succeeded"
+        FAILED = "FAILED", "failed"
+
     # No index of its own: txb_trace_message (message, id) serves lookups by message.
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="trace", db_index=False)
     at = models.DateTimeField(db_default=Now())
@@ -224,6 +228,9 @@ class TraceEvent(models.Model):
     consumer_group = models.CharField(max_length=255, blank=True, default="")
     detail = models.TextField(blank=True, default="")
     actor = models.CharField(max_length=150, blank=True, default="")
+    # How the attempt a DELIVERY_ATTEMPT row records ended (blank on every other row): what
+    # the dashboard's throughput counts.
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["message_id", "id"]

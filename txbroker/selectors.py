@@ -29,9 +29,6 @@ Status = Delivery.Status
 OPEN_STATUSES = (Status.PENDING, Status.RUNNING, Status.RETRY)
 # The statuses the stats report per group, in this order.
 STAT_STATUSES = (Status.PENDING, Status.RUNNING, Status.RETRY, Status.SUCCEEDED, Status.DEAD)
-# How ``delivery.py`` words an attempt in the trace ("attempt 3: FAILED in 2.1 ms: ...").
-ATTEMPT_SUCCEEDED = ": SUCCEEDED in "
-ATTEMPT_FAILED = ": FAILED in "
 HEX_DIGITS = frozenset("0123456789abcdef")
 MSG_ID_LENGTH = 32
 
@@ -284,8 +281,9 @@ class Throughput:
 
 
 def throughput(*, window: timedelta = timedelta(hours=1), now: Optional[datetime] = None) -> Throughput:
-    """Commits, successful and failed delivery attempts per minute, from the trace (one
-    grouped query on the (event, at) index)."""
+    """Commits, successful and failed delivery attempts per minute, from the trace: its
+    COMMITTED rows, and its DELIVERY_ATTEMPT rows by their ``outcome`` (one grouped query on
+    the (event, at) index)."""
     now = now or dbtime.read(broker_db())
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - window
@@ -305,10 +303,10 @@ def throughput(*, window: timedelta = timedelta(hours=1), now: Optional[datetime
         .annotate(
             committed=Count("pk", filter=Q(event=TraceEvent.Event.COMMITTED)),
             consumed=Count(
-                "pk", filter=Q(event=TraceEvent.Event.DELIVERY_ATTEMPT, detail__contains=ATTEMPT_SUCCEEDED)
+                "pk", filter=Q(event=TraceEvent.Event.DELIVERY_ATTEMPT, outcome=TraceEvent.Outcome.SUCCEEDED)
             ),
             failed=Count(
-                "pk", filter=Q(event=TraceEvent.Event.DELIVERY_ATTEMPT, detail__contains=ATTEMPT_FAILED)
+                "pk", filter=Q(event=TraceEvent.Event.DELIVERY_ATTEMPT, outcome=TraceEvent.Outcome.FAILED)
             ),
         )
     )
