@@ -10,6 +10,7 @@ import signal
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_shutting_down
 
 from txbroker import delivery
+from txbroker.faults import active_faults
 
 logger = logging.getLogger("txbroker")
 
@@ -39,8 +40,6 @@ def _exit_as_asked(signum, frame) -> None:
 
 @worker_process_init.connect
 def _in_pool_process(**kwargs) -> None:
-    from txbroker.faults import active_faults
-
     active_faults()  # logs loudly when fault injection is on
 
 
