@@ -15,8 +15,8 @@ leaves its delivery RUNNING and started: the sweep takes it back as a failed att
 with its retry delay, and it ends DEAD after ``max_reconsume_times`` like any failure.
 Batch-mates claimed with it but never started go back due now, their counts unchanged.
 
-Every time is the database's clock (txbroker.dbtime); a worker that lost its claim
-records nothing about that delivery (no trace row, no metric, not in its report).
+A worker that lost its claim records nothing about that delivery (no trace row, no
+metric, not in its report).
 """
 
 from __future__ import annotations
