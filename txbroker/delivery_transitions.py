@@ -103,19 +103,13 @@ def claim_due(
     timeout = txsettings.CLAIM_TIMEOUT
     # PostgreSQL: the SKIP LOCKED pick and the move to RUNNING in one statement (see
     # txbroker.fastpath); elsewhere the same two steps in one transaction.
-    picked = fastpath.claim_due(
-        db,
-        token=token,
-        claim_timeout=timeout,
-        limit=limit,
-        ids=None if ids is None else list(ids),
-        alone=alone,
-    )
+    ids = None if ids is None else list(ids)
+    picked = fastpath.claim_due(db, token=token, claim_timeout=timeout, limit=limit, ids=ids, alone=alone)
     if picked is None:
         with transaction.atomic(using=db):
             due = Delivery.objects.using(db).due().filter(run_alone=alone)
             if ids is not None:
-                due = due.filter(pk__in=list(ids))
+                due = due.filter(pk__in=ids)
             picked = list(
                 due.select_for_update(skip_locked=True)
                 .order_by("next_attempt_at")
@@ -205,11 +199,7 @@ def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
 
 
 def mark_failed(
-    delivery: Delivery,
-    token: str,
-    consumer: Optional[Consumer],
-    error: BaseException,
-    elapsed_ms: float,
+    delivery: Delivery, token: str, consumer: Optional[Consumer], error: BaseException, elapsed_ms: float
 ) -> Optional[str]:
     """RUNNING -> RETRY (after its delay, database time) | DEAD, with its trace rows, in
     its own transaction (the handler's one has rolled back). Only while the claim is
@@ -277,12 +267,8 @@ def release(deliveries: list[Delivery], token: str) -> int:
         )
         if not released:
             return 0
-        _due_again(
-            released,
-            {"claim_token": token},
-            Event.RELEASED,
-            "released before its handler started; due again now",
-        )
+        detail = "released before its handler started; due again now"
+        _due_again(released, {"claim_token": token}, Event.RELEASED, detail)
     return len(released)
 
 
@@ -324,12 +310,8 @@ def reclaim_expired() -> int:
             return 0
         unstarted = [row for row in expired if row[4] is None]
         if unstarted:
-            _due_again(
-                unstarted,
-                {"status": Status.RUNNING},
-                Event.RECLAIMED,
-                "claim expired before the handler started; due again now (attempts unchanged)",
-            )
+            detail = "claim expired before the handler started; due again now (attempts unchanged)"
+            _due_again(unstarted, {"status": Status.RUNNING}, Event.RECLAIMED, detail)
         started = [row for row in expired if row[4] is not None]
         topics = dict(
             Delivery.objects.using(db)
