@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.fields import MoneyField
 from harness.naive import NaivePaymentRefused, naive_payment_pay
-from orders.api_common import MoneyField
 from payments.api import PaymentRequestSerializer
 from payments.models import PaymentRecord
 

@@ -13,11 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import UNAUTHORIZED, error, field_errors
+from config.fields import StrictCharField
 from notifications.backends import SmsError, SmsRejected
 from notifications.models import Notification, phone_validator
 from notifications.selectors import notification_list, phone_status_of
 from notifications.services import PhoneVerificationFailed, phone_set, phone_verify
-from orders.api_common import UNAUTHORIZED, StrictCharField, error, field_errors
 
 SMS_PROVIDER_REFUSED = "The SMS provider refuses this number."
 SMS_PROVIDER_UNAVAILABLE = "The verification code could not be sent; nothing changed, try again later."
