@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from notifications.tests.factories import NotificationProfileFactory
 from orders.tests.factories import OrderFactory, UserFactory
-from payments import services
+from payments import exceptions, recording
 from payments.gateways import SimulatedGateway
 from payments.tests.fixtures import effects, wait_settled
 from txbroker import checkback
@@ -113,7 +113,7 @@ def test_declined_or_failed_charge_sends_nothing_and_order_stays_payable(
     assert response.json()["detail"] == (
         SimulatedGateway.DECLINE_REASON
         if method == "sim_decline"
-        else services.PAYMENT_GATEWAY_FAILED.format(reason=SimulatedGateway.ERROR_REASON)
+        else exceptions.PAYMENT_GATEWAY_FAILED.format(reason=SimulatedGateway.ERROR_REASON)
     )
     assert effects(order.order_id) | {"points": None} == {
         "order": "CREATED",
@@ -145,7 +145,7 @@ def test_recording_failure_rolls_the_message_back_and_nothing_happens_downstream
     def broken_insert(**kwargs):
         raise OperationalError("simulated: the payment_record insert failed")
 
-    monkeypatch.setattr(services, "payment_record_insert", broken_insert)
+    monkeypatch.setattr(recording, "payment_record_insert", broken_insert)
     response = pay(client, order)
 
     # The local transaction answered UNKNOWN (a database error): check-back decides.
