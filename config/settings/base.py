@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "payments",
     "points",
     "notifications",
+    # The project's own commands that span the apps above (``manage.py demo``).
+    "config",
     # Extra apps from the environment: the test suite adds its support app this way, so
     # that worker processes it starts register the test consumers too.
     *env.list("DJANGO_EXTRA_APPS", default=[]),
