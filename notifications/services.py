@@ -7,12 +7,12 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from notifications import conf
 from notifications.backends import SmsRejected, get_sms_backend
 from notifications.models import Notification, NotificationProfile, phone_validator
 from notifications.selectors import phone_status_of
@@ -174,8 +174,8 @@ def _code_hash(*, user_id: int, phone: str, code: str) -> str:
 
 
 def _code_ttl() -> float:
-    return float(getattr(settings, "NOTIFICATIONS_PHONE_CODE_TTL", 600))
+    return float(conf.setting("NOTIFICATIONS_PHONE_CODE_TTL"))
 
 
 def _max_attempts() -> int:
-    return int(getattr(settings, "NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", 5))
+    return int(conf.setting("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS"))
