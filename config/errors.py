@@ -33,6 +33,16 @@ class DomainError(Exception):
         return exc
 
 
+class NotFoundError(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class ConflictError(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 

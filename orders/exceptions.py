@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from rest_framework import status
-
-from config.errors import DomainError
+from config.errors import ConflictError, DomainError, NotFoundError
 
 ORDER_NOT_FOUND = "order not found"
 ORDER_ID_TAKEN = (
@@ -25,27 +23,20 @@ class OrderError(DomainError):
     """Base class of the orders app's errors."""
 
 
-class OrderNotFound(OrderError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
+class OrderNotFound(OrderError, NotFoundError):
+    pass
 
 
-class OrderIdTaken(OrderError):
+class OrderIdTaken(OrderError, ConflictError):
     """409 naming the order_id field: ``{"order_id": ["..."]}``."""
 
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
     field = "order_id"
 
 
-class OrderNotCancellable(OrderError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
+class OrderNotCancellable(OrderError, ConflictError):
+    pass
 
 
-class OrderNotPayable(OrderError):
+class OrderNotPayable(OrderError, ConflictError):
     """A payment message for an order that cannot take it (the consumer's error: retried,
     then dead-lettered)."""
-
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"

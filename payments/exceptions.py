@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import status
 
-from config.errors import DomainError
+from config.errors import ConflictError, DomainError, NotFoundError
 
 PAYMENT_ORDER_NOT_FOUND = "order not found"
 PAYMENT_AMOUNT_MISMATCH = "does not match the order amount {expected}"
@@ -27,9 +27,8 @@ class PaymentError(DomainError):
     """Base class of the payments app's errors."""
 
 
-class PaymentOrderNotFound(PaymentError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
+class PaymentOrderNotFound(PaymentError, NotFoundError):
+    pass
 
 
 class PaymentAmountMismatch(PaymentError):
@@ -38,9 +37,8 @@ class PaymentAmountMismatch(PaymentError):
     field = "amount"
 
 
-class PaymentNotPayable(PaymentError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
+class PaymentNotPayable(PaymentError, ConflictError):
+    pass
 
 
 class PaymentInProgress(PaymentNotPayable):

@@ -54,7 +54,7 @@ def gateway_timeout() -> float:
     a charge whose call may still be in flight. Keep PAYMENTS_CHARGE_RECONCILE_AFTER above
     it for the common case; below it, reconciliation only looks early (IN_FLIGHT).
     """
-    return conf.gateway_timeout()
+    return conf.seconds("PAYMENTS_GATEWAY_TIMEOUT")
 
 
 class GatewayError(Exception):
@@ -231,7 +231,7 @@ class SimulatedGateway(PaymentGateway):
 
 def simulated_latency() -> float:
     """PAYMENTS_SIMULATED_GATEWAY_LATENCY: seconds each simulated charge takes (default 0)."""
-    return conf.simulated_gateway_latency()
+    return conf.seconds("PAYMENTS_SIMULATED_GATEWAY_LATENCY")
 
 
 @contextmanager
@@ -270,7 +270,7 @@ def _result_of(row: Optional[tuple]) -> Optional[ChargeResult]:
 
 
 def gateway_backend_path() -> str:
-    return conf.gateway_backend()
+    return conf.setting("PAYMENTS_GATEWAY_BACKEND")
 
 
 def simulated_gateway_refusal() -> Optional[str]:
@@ -279,7 +279,7 @@ def simulated_gateway_refusal() -> Optional[str]:
     A simulated gateway (``simulated = True``: it approves any amount) is refused with DEBUG
     off unless PAYMENTS_ALLOW_SIMULATED_GATEWAY says the operator chose it knowingly.
     """
-    if settings.DEBUG or conf.simulated_gateway_allowed():
+    if settings.DEBUG or conf.setting("PAYMENTS_ALLOW_SIMULATED_GATEWAY"):
         return None
     backend = gateway_backend_path()
     if getattr(import_string(backend), "simulated", False):

@@ -153,13 +153,13 @@ def _listed(outcomes: Counter) -> str:
 
 def charge_reconcile_after() -> float:
     """PAYMENTS_CHARGE_RECONCILE_AFTER: the age past which a PENDING/APPROVED charge is stale."""
-    return conf.charge_reconcile_after()
+    return conf.seconds("PAYMENTS_CHARGE_RECONCILE_AFTER")
 
 
 def charge_recheck_window() -> float:
     """PAYMENTS_CHARGE_RECHECK_WINDOW (seconds, default one day): how long after closing a
     charge without the gateway's answer reconciliation keeps asking the gateway about it."""
-    return conf.charge_recheck_window()
+    return conf.seconds("PAYMENTS_CHARGE_RECHECK_WINDOW")
 
 
 def charge_reconcile_stale(
@@ -179,7 +179,7 @@ def charge_reconcile_stale(
     older_than = charge_reconcile_after() if older_than is None else older_than
     if not older_than >= 0:
         raise ValueError(CHARGE_RECONCILE_NEGATIVE_AGE.format(value=older_than))
-    batch_size = batch_size or conf.charge_reconcile_batch_size()
+    batch_size = batch_size or int(conf.setting("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE"))
     gateway = get_gateway()
     report = ChargeReconcileReport(older_than=older_than, dry_run=dry_run)
     # A charge leased by this pass is leased after its start (database time), so the pass

@@ -101,7 +101,7 @@ def payment_record_local_transaction(message: MessageView, intent: PaymentIntent
     try is the whole transaction under the order's row lock, so a try whose commit landed
     before the session died is found by the next one (its record, this message's).
     """
-    deadline = time.monotonic() + conf.record_retry_seconds()
+    deadline = time.monotonic() + conf.seconds("PAYMENTS_RECORD_RETRY_SECONDS")
     pause = 0.1
     while True:
         try:

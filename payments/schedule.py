@@ -19,7 +19,7 @@ def ensure_periodic_tasks(*, sync: bool = False, using: str = "default") -> list
     edited in the admin is kept."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    every = max(1, round(conf.charge_reconcile_interval()))
+    every = max(1, round(conf.seconds("PAYMENTS_CHARGE_RECONCILE_INTERVAL")))
     with transaction.atomic(using=using):
         schedule, _ = IntervalSchedule.objects.using(using).get_or_create(
             every=every, period=IntervalSchedule.SECONDS

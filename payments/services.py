@@ -122,7 +122,7 @@ def payment_pay(
         raise RuntimeError(PAYMENT_INSIDE_ATOMIC)
     gateway = get_gateway()
     method = payment_method or gateway.default_payment_method
-    deadline = time.monotonic() + conf.in_progress_wait()
+    deadline = time.monotonic() + conf.seconds("PAYMENTS_IN_PROGRESS_WAIT")
     while True:
         order = order_get(user=user, order_id=order_id)
         if order is None:
