@@ -12,6 +12,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from notifications.tests.factories import NotificationProfileFactory
+from orders.selectors import order_held_by_payment
 from orders.tests.factories import OrderFactory, UserFactory
 from payments import exceptions, recording
 from payments.gateways import SimulatedGateway
@@ -126,8 +127,10 @@ def test_declined_or_failed_charge_sends_nothing_and_order_stays_payable(
         "points": None,
         "notifications": [],
     }
+    assert not order_held_by_payment(order_id=order.order_id)  # released: cancellable again
     # The order can be paid again, and then everything happens once.
     assert pay(client, order).status_code == 201
+    assert order_held_by_payment(order_id=order.order_id)  # a recorded payment keeps it
     state = wait_settled(order.order_id)
     assert state["order"] == "PAID"
     assert state["charges"] == sorted([charge, "RECORDED"])
