@@ -33,6 +33,7 @@ from typing import Any
 
 from harness.chaos.history import ProcessHistory
 from harness.chaos.load import Outcome
+from harness.chaos.rollbacks import check_back_rollbacks
 
 SMS_ORDER = re.compile(r"for order (\S+) received")
 
@@ -151,7 +152,7 @@ def check(
             records, lost, stuck, other, note, poison_share=poison_share, poison=found["poison"]
         )
         if history is not None:
-            found["rollbacks_by_check_back"], found["false_rollback_examples"] = false_rollbacks(
+            found["rollbacks_by_check_back"], found["false_rollback_examples"] = check_back_rollbacks(
                 history, timeline or [], crashes or []
             )
             false_rollbacks = found["rollbacks_by_check_back"]["false"]

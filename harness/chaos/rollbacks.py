@@ -1,4 +1,4 @@
-"""``false_rollbacks``: payment messages rolled back by check-back (a ROLLED_BACK trace row
+"""``check_back_rollbacks``: payment messages rolled back by check-back (a ROLLED_BACK trace row
 whose detail starts "by check-back") whose producer process (the pid in the HALF_STORED
 row's detail) was alive and running from the half message's storing to the rollback: not
 killed in that span (by the harness, its whole process group, a fault point, gunicorn's
@@ -20,7 +20,7 @@ CHECK_BACK_ROLLBACK = "by check-back"
 SESSION_LOST = ("OperationalError", "InterfaceError")
 
 
-def false_rollbacks(
+def check_back_rollbacks(
     history: ProcessHistory, timeline: list[tuple[float, str]], crashes: list[tuple[float, float | None]]
 ) -> tuple[dict[str, Any], list[str]]:
     """Payment messages rolled back by check-back, by what had happened to their producer
