@@ -13,6 +13,8 @@ from rest_framework import parsers, views
 from rest_framework.exceptions import NotAcceptable, ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 
+from config.errors import DomainError
+
 API_PATH_PREFIX = "/api/"
 NOT_FOUND = "Not found."
 TOO_DEEP = "JSON parse error - the body is nested too deeply."
@@ -44,9 +46,12 @@ class ContentNegotiation(DefaultContentNegotiation):
 
 
 def exception_handler(exc, context):
-    """DRF's handler, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django raises it
-    while DRF reads the body): 400 in JSON rather than Django's HTML error page."""
-    if isinstance(exc, RequestDataTooBig):
+    """DRF's handler, plus the domain errors (``config.errors.DomainError``: each answers with
+    the status and body it carries) and a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django
+    raises it while DRF reads the body): 400 in JSON rather than Django's HTML error page."""
+    if isinstance(exc, DomainError):
+        exc = exc.as_api_exception()
+    elif isinstance(exc, RequestDataTooBig):
         exc = ParseError(TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
     return views.exception_handler(exc, context)
 

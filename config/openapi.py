@@ -19,7 +19,7 @@ from drf_spectacular import openapi
 from rest_framework import throttling
 from rest_framework.authentication import SessionAuthentication
 
-from orders.api_common import ErrorSerializer
+from config.errors import ErrorSerializer
 
 MALFORMED_BODY = 'A body that is not valid JSON, or is too large: `{"detail": "..."}`.'
 UNAUTHENTICATED = "No or invalid credentials: send `Authorization: Token <token>` or a session."

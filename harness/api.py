@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from harness.naive import NaivePaymentRefused, naive_payment_pay
-from orders.api_common import MoneyField
+from config.fields import MoneyField
+from harness.naive import naive_payment_pay
 from payments.api import PaymentRequestSerializer
 from payments.models import PaymentRecord
 
@@ -31,9 +31,6 @@ class NaivePaymentCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         order_id = serializer.validated_data["order_id"]
         existed = PaymentRecord.objects.filter(order_id=order_id).exists()
-        try:
-            record = naive_payment_pay(user=request.user, **serializer.validated_data)
-        except NaivePaymentRefused as exc:
-            return Response({"detail": exc.reason}, status=exc.status)
+        record = naive_payment_pay(user=request.user, **serializer.validated_data)
         code = status.HTTP_200_OK if existed else status.HTTP_201_CREATED
         return Response(NaivePaymentResultSerializer(record).data, status=code)

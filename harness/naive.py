@@ -29,6 +29,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from config.errors import DomainError
 from notifications.services import sms_notify_payment
 from orders.models import Order
 from orders.selectors import order_get
@@ -44,11 +45,12 @@ logger = logging.getLogger("harness.naive")
 NAIVE_TASKS = ("harness.naive_mark_paid", "harness.naive_award_points", "harness.naive_send_sms")
 
 
-class NaivePaymentRefused(Exception):
+class NaivePaymentRefused(DomainError):
+    """Answered ``{"detail": reason}`` with ``status`` (``config.api.exception_handler``)."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        self.status_code = status
 
 
 def naive_payment_pay(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
 from notifications.models import Notification, NotificationProfile
 from notifications.services import phone_set_verified
 
@@ -27,19 +28,10 @@ class NotificationProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """Read-only: notifications are written by the notification consumer only."""
 
     list_display = ["order_id", "user", "channel", "recipient", "status", "sent_at", "created_at"]
     list_filter = ["status", "channel"]
     search_fields = ["order_id", "recipient", "user__username"]
     list_select_related = ["user"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -3,30 +3,20 @@ verification (payment SMS go to a verified number only)."""
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from notifications.backends import SmsError, SmsRejected
+from config.errors import UNAUTHORIZED, error, field_errors
+from config.fields import StrictCharField
+from notifications.exceptions import SMS_PROVIDER_UNAVAILABLE
 from notifications.models import Notification, phone_validator
 from notifications.selectors import notification_list, phone_status_of
-from notifications.services import PhoneVerificationFailed, phone_set, phone_verify
-from orders.api_common import UNAUTHORIZED, StrictCharField, error, field_errors
-
-SMS_PROVIDER_REFUSED = "The SMS provider refuses this number."
-SMS_PROVIDER_UNAVAILABLE = "The verification code could not be sent; nothing changed, try again later."
-
-
-class SmsUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = SMS_PROVIDER_UNAVAILABLE
-    default_code = "sms_unavailable"
+from notifications.services import phone_set, phone_verify
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -118,14 +108,7 @@ class PhoneApi(APIView):
     def put(self, request: Request) -> Response:
         serializer = PhoneSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            phone_set(user=request.user, phone=serializer.validated_data["phone"])
-        except DjangoValidationError as exc:
-            raise ValidationError({"phone": exc.messages}) from exc
-        except SmsRejected as exc:
-            raise ValidationError({"phone": [SMS_PROVIDER_REFUSED]}) from exc
-        except SmsError as exc:
-            raise SmsUnavailable() from exc
+        phone_set(user=request.user, phone=serializer.validated_data["phone"])
         return Response(phone_body(request.user.pk))
 
 
@@ -145,8 +128,5 @@ class PhoneVerifyApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = PhoneCodeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            phone_verify(user=request.user, code=serializer.validated_data["code"])
-        except PhoneVerificationFailed as exc:
-            raise ValidationError({"code": [str(exc)]}) from exc
+        phone_verify(user=request.user, code=serializer.validated_data["code"])
         return Response(phone_body(request.user.pk))

@@ -28,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-DEFAULT_BACKEND = "notifications.backends.ConsoleSmsBackend"
+from notifications import conf
 
 SIMULATED_SMS_REFUSED = (
     "NOTIFICATIONS_SMS_BACKEND is {backend}, a simulation that sends no SMS, and DJANGO_DEBUG "
@@ -133,12 +133,12 @@ class FileSmsBackend(SmsBackend):
 
 
 def sms_backend_path() -> str:
-    return getattr(settings, "NOTIFICATIONS_SMS_BACKEND", DEFAULT_BACKEND)
+    return conf.setting("NOTIFICATIONS_SMS_BACKEND")
 
 
 def simulated_sms_refusal() -> Optional[str]:
     """Why the configured SMS backend may not run in this process, or None when it may."""
-    if settings.DEBUG or getattr(settings, "NOTIFICATIONS_ALLOW_CONSOLE_SMS", False):
+    if settings.DEBUG or conf.setting("NOTIFICATIONS_ALLOW_CONSOLE_SMS"):
         return None
     backend = sms_backend_path()
     if getattr(import_string(backend), "simulated", False):

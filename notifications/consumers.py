@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from notifications.services import sms_notify_payment
-from payments.events import NOTIFICATION_CONSUMER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments.events import TAG, TOPIC, PaymentSucceeded
 from txbroker import ConsumedMessage, consumer
+
+NOTIFICATION_CONSUMER_GROUP = "notification_consumer_group"
 
 
 @consumer(topic=TOPIC, group=NOTIFICATION_CONSUMER_GROUP, tags=TAG)

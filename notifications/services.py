@@ -7,13 +7,20 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from notifications.backends import SmsRejected, get_sms_backend
+from notifications import conf
+from notifications.backends import SmsError, SmsRejected, get_sms_backend
+from notifications.exceptions import (
+    SMS_PROVIDER_REFUSED,
+    SMS_PROVIDER_UNAVAILABLE,
+    PhoneCodeUnsent,
+    PhoneRefused,
+    PhoneVerificationFailed,
+)
 from notifications.models import Notification, NotificationProfile, phone_validator
 from notifications.selectors import phone_status_of
 
@@ -31,10 +38,6 @@ CODE_SPENT = "Too many wrong codes: set the phone number again to get a new one.
 CODE_WRONG = "Wrong code."
 
 _NOT_IN_REFERENCE = re.compile(r"[^A-Za-z0-9-]")
-
-
-class PhoneVerificationFailed(Exception):
-    """The code does not verify the number (the message says why and what to do)."""
 
 
 def order_reference(order_id: str) -> str:
@@ -108,7 +111,12 @@ def phone_set(*, user: AbstractBaseUser, phone: str) -> NotificationProfile:
         profile.save()
         if phone:
             minutes = max(1, round(_code_ttl() / 60))
-            get_sms_backend().send(to=phone, text=PHONE_CODE_TEXT.format(code=code, minutes=minutes))
+            try:
+                get_sms_backend().send(to=phone, text=PHONE_CODE_TEXT.format(code=code, minutes=minutes))
+            except SmsRejected as exc:
+                raise PhoneRefused(SMS_PROVIDER_REFUSED) from exc
+            except SmsError as exc:
+                raise PhoneCodeUnsent(SMS_PROVIDER_UNAVAILABLE) from exc
     return profile
 
 
@@ -174,8 +182,8 @@ def _code_hash(*, user_id: int, phone: str, code: str) -> str:
 
 
 def _code_ttl() -> float:
-    return float(getattr(settings, "NOTIFICATIONS_PHONE_CODE_TTL", 600))
+    return float(conf.setting("NOTIFICATIONS_PHONE_CODE_TTL"))
 
 
 def _max_attempts() -> int:
-    return int(getattr(settings, "NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", 5))
+    return int(conf.setting("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS"))

@@ -14,20 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import NOT_FOUND, UNAUTHORIZED, error, field_errors
+from config.fields import MoneyField, StrictCharField
 from config.logins import LoginLockedOut, login_locked_out
 from config.tokens import token_expires_at, token_issue, token_revoke
-from orders.api_common import (
-    NOT_FOUND,
-    UNAUTHORIZED,
-    Conflict,
-    MoneyField,
-    StrictCharField,
-    error,
-    field_errors,
-)
+from orders.exceptions import ORDER_NOT_FOUND
 from orders.models import Order, order_id_validator
 from orders.selectors import order_get, order_list
-from orders.services import OrderIdTaken, OrderNotCancellable, OrderNotFound, order_cancel, order_create
+from orders.services import order_cancel, order_create
 
 
 class TokenSerializer(serializers.Serializer):
@@ -162,17 +156,14 @@ class OrderListCreateApi(GenericAPIView):
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            order = order_create(user=request.user, **serializer.validated_data)
-        except OrderIdTaken as exc:
-            raise Conflict({"order_id": [str(exc)]}) from exc
+        order = order_create(user=request.user, **serializer.validated_data)
         return Response(OrderSerializer(order).data, status=status.HTTP_201_CREATED)
 
 
 def _own_order(user: AbstractBaseUser, order_id: str) -> Order:
     order = order_get(user=user, order_id=order_id)
     if order is None:
-        raise NotFound("order not found")
+        raise NotFound(ORDER_NOT_FOUND)
     return order
 
 
@@ -201,10 +192,5 @@ class OrderCancelApi(APIView):
         },
     )
     def post(self, request: Request, order_id: str) -> Response:
-        try:
-            order = order_cancel(user=request.user, order_id=order_id)
-        except OrderNotFound as exc:
-            raise NotFound(str(exc)) from exc
-        except OrderNotCancellable as exc:
-            raise Conflict(str(exc)) from exc
+        order = order_cancel(user=request.user, order_id=order_id)
         return Response(OrderSerializer(order).data)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from orders.services import order_mark_paid
-from payments.events import ORDER_CONSUMER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments.events import TAG, TOPIC, PaymentSucceeded
 from txbroker import ConsumedMessage, consumer
+
+ORDER_CONSUMER_GROUP = "order_consumer_group"
 
 
 @consumer(topic=TOPIC, group=ORDER_CONSUMER_GROUP, tags=TAG)

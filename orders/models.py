@@ -37,6 +37,10 @@ class Order(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
     amount = models.DecimalField(max_digits=10, decimal_places=2)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    # True from a payment's claim of the order until that payment is released without being
+    # recorded (declined, failed, abandoned): a held order cannot be cancelled. Taken and
+    # released by ``orders.services`` (which payments calls under the order row lock).
+    payment_hold = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     # Set explicitly by every conditional UPDATE (auto_now does not apply to .update()).
     updated_at = models.DateTimeField(default=timezone.now)

@@ -33,3 +33,9 @@ def order_get_for_update(*, order_id: str) -> Optional[Order]:
     if not order_id_is_valid(order_id):
         return None
     return Order.objects.select_for_update().filter(order_id=order_id).first()
+
+
+def order_held_by_payment(*, order_id: str) -> bool:
+    """True when a payment holds the order (claimed, in progress or recorded): it cannot be
+    cancelled (``orders.services``)."""
+    return Order.objects.filter(order_id=order_id, payment_hold=True).exists()

@@ -1,16 +1,18 @@
 """Writes of orders. Every status change is one conditional UPDATE.
 
-The cancel-versus-payment rule: the order row lock decides. A payment first claims the
-order (``payments.services``: under the order row lock, the order must be CREATED, and an
-active charge is recorded), and ``order_cancel`` takes the same lock and refuses once a
-payment has claimed the order or succeeded. So whichever takes the lock first wins:
+The cancel-versus-payment rule: the order owns "a payment holds this order" (its
+``payment_hold``). A payment claims the order under the order row lock: the order must be
+CREATED, and ``order_hold_for_payment`` holds it; the hold stays while the payment is in
+progress or recorded, and ``order_release_payment_hold`` lifts it when the payment ends
+without a record (declined, gateway error, abandoned by check-back). ``order_cancel`` is one
+conditional UPDATE that needs the order CREATED and not held, and the UPDATE waits for the
+row lock a claim holds. So whichever comes first wins:
 
 - cancel first: the order is CANCELLED and the payment answers 409 before any charge;
 - payment first: the cancel answers 409 (a payment is in progress, or the order is paid).
 
-An order therefore never ends CANCELLED with a successful payment. If the payment's claim
-is released (declined, gateway error, or abandoned by check-back), the order can be
-cancelled again.
+An order therefore never ends CANCELLED with a successful payment. Once the hold is
+released, the order can be cancelled again. This app imports nothing from payments.
 """
 
 from __future__ import annotations
@@ -23,41 +25,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from orders.models import Order
-from orders.selectors import order_get_for_update
-
-ORDER_NOT_FOUND = "order not found"
-ORDER_ID_TAKEN = (
-    "this order_id is taken: order ids are unique across all users' orders; "
-    "choose another, or omit order_id to get a generated one"
+from orders.exceptions import (
+    ORDER_CANCELLED_BUT_PAID,
+    ORDER_ID_TAKEN,
+    ORDER_MISSING_FOR_PAYMENT,
+    ORDER_NOT_CANCELLABLE,
+    ORDER_NOT_FOUND,
+    ORDER_PAYMENT_STARTED,
+    OrderIdTaken,
+    OrderNotCancellable,
+    OrderNotFound,
+    OrderNotPayable,
 )
-ORDER_NOT_CANCELLABLE = "only a CREATED order can be cancelled; this one is {status}"
-ORDER_PAYMENT_STARTED = "a payment for this order has started or succeeded: it can no longer be cancelled"
-ORDER_MISSING_FOR_PAYMENT = "order {order_id} does not exist: the payment cannot be applied to it"
-ORDER_CANCELLED_BUT_PAID = (
-    "order {order_id} is CANCELLED but a payment for it succeeded: this breaks the cancel rule "
-    "and needs an operator (refund or reopen)"
-)
-
-
-class OrderError(Exception):
-    """Base class of the orders app's errors."""
-
-
-class OrderNotFound(OrderError):
-    pass
-
-
-class OrderIdTaken(OrderError):
-    pass
-
-
-class OrderNotCancellable(OrderError):
-    pass
-
-
-class OrderNotPayable(OrderError):
-    pass
+from orders.models import Order, order_id_is_valid
 
 
 def order_id_generate() -> str:
@@ -82,26 +62,37 @@ def order_create(*, user: AbstractBaseUser, amount: Decimal, order_id: Optional[
 
 
 def order_cancel(*, user: AbstractBaseUser, order_id: str) -> Order:
-    """CREATED -> CANCELLED, unless a payment has claimed the order (see the module doc)."""
-    # Imported here: payments depends on orders, and this is the one read the other way.
-    from payments.selectors import payment_blocks_cancel
+    """CREATED -> CANCELLED in one conditional UPDATE, unless a payment holds the order (see
+    the module doc); when nothing moved, the order says why."""
+    mine = Order.objects.of_user(user).filter(order_id=order_id) if order_id_is_valid(order_id) else None
+    now = timezone.now()
+    if mine is not None and mine.filter(status=Order.Status.CREATED, payment_hold=False).update(
+        status=Order.Status.CANCELLED, updated_at=now
+    ):
+        return mine.get()
+    order = mine.first() if mine is not None else None
+    if order is None:
+        raise OrderNotFound(ORDER_NOT_FOUND)
+    if order.status != Order.Status.CREATED:
+        raise OrderNotCancellable(ORDER_NOT_CANCELLABLE.format(status=order.status))
+    raise OrderNotCancellable(ORDER_PAYMENT_STARTED)
 
-    with transaction.atomic():
-        order = order_get_for_update(order_id=order_id)
-        if order is None or order.user_id != user.pk:
-            raise OrderNotFound(ORDER_NOT_FOUND)
-        if order.status != Order.Status.CREATED:
-            raise OrderNotCancellable(ORDER_NOT_CANCELLABLE.format(status=order.status))
-        if payment_blocks_cancel(order_id=order_id):
-            raise OrderNotCancellable(ORDER_PAYMENT_STARTED)
-        now = timezone.now()
-        moved = Order.objects.filter(pk=order.pk, status=Order.Status.CREATED).update(
-            status=Order.Status.CANCELLED, updated_at=now
+
+def order_hold_for_payment(*, order_id: str) -> bool:
+    """Hold the CREATED order for a payment: from now on it cannot be cancelled. The caller
+    (a payment claiming the order) holds the order row lock. False when the order is not
+    CREATED or is already held."""
+    return bool(
+        Order.objects.filter(order_id=order_id, status=Order.Status.CREATED, payment_hold=False).update(
+            payment_hold=True
         )
-        # Cannot be 0: the row is locked and was CREATED.
-        assert moved == 1
-    order.status, order.updated_at = Order.Status.CANCELLED, now
-    return order
+    )
+
+
+def order_release_payment_hold(*, order_id: str) -> bool:
+    """Release the order from a payment that ended without being recorded: a CREATED order
+    can be cancelled (or paid) again. The caller holds the order row lock."""
+    return bool(Order.objects.filter(order_id=order_id, payment_hold=True).update(payment_hold=False))
 
 
 def order_mark_paid(*, order_id: str) -> bool:

@@ -1,21 +1,11 @@
+"""Read-only admin: payments are written by the payment service and its transactional message only."""
+
 from __future__ import annotations
 
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
 from payments.models import Charge, PaymentRecord
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Payments are written by the payment service and its transactional message only."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(PaymentRecord)

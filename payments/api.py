@@ -9,30 +9,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.api_common import (
-    NOT_FOUND,
-    UNAUTHORIZED,
-    BadGateway,
-    Conflict,
-    MoneyField,
-    PaymentRequired,
-    StrictCharField,
-    error,
-    field_errors,
-)
+from config.errors import NOT_FOUND, UNAUTHORIZED, error, field_errors
+from config.fields import MoneyField, StrictCharField
 from orders.models import order_id_validator
 from payments.gateways import get_gateway
 from payments.models import PaymentRecord
 from payments.selectors import payment_record_get
-from payments.services import (
-    PaymentAmountMismatch,
-    PaymentDeclined,
-    PaymentGatewayFailed,
-    PaymentNotPayable,
-    PaymentOrderNotFound,
-    PaymentUnavailable,
-    payment_pay,
-)
+from payments.services import payment_pay
+
+PAYMENT_NOT_FOUND = "payment not found"
 
 
 class PaymentRequestSerializer(serializers.Serializer):
@@ -102,20 +87,7 @@ class PaymentCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = PaymentRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            outcome = payment_pay(user=request.user, **serializer.validated_data)
-        except PaymentOrderNotFound as exc:
-            raise NotFound(str(exc)) from exc
-        except PaymentAmountMismatch as exc:
-            raise ValidationError({"amount": [str(exc)]}) from exc
-        except PaymentNotPayable as exc:
-            raise Conflict(str(exc)) from exc
-        except PaymentDeclined as exc:
-            raise PaymentRequired(str(exc)) from exc
-        except PaymentGatewayFailed as exc:
-            raise BadGateway(str(exc)) from exc
-        except PaymentUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        outcome = payment_pay(user=request.user, **serializer.validated_data)
         if outcome.transaction_state != "COMMIT":
             code = status.HTTP_202_ACCEPTED
         else:
@@ -132,5 +104,5 @@ class PaymentDetailApi(APIView):
     def get(self, request: Request, order_id: str) -> Response:
         record = payment_record_get(user=request.user, order_id=order_id)
         if record is None:
-            raise NotFound("payment not found")
+            raise NotFound(PAYMENT_NOT_FOUND)
         return Response(PaymentRecordSerializer(record).data)

@@ -3,8 +3,9 @@ process, so that any of them can answer a check-back of a payment message."""
 
 from __future__ import annotations
 
-from payments.events import PRODUCER_GROUP
-from payments.services import payment_check_transaction
+from payments.recording import payment_check_transaction
 from txbroker import TransactionProducer
+
+PRODUCER_GROUP = "payment_producer_group"
 
 payment_producer = TransactionProducer(PRODUCER_GROUP, checker=payment_check_transaction)

@@ -1,5 +1,7 @@
-"""The payment-success message: the contract between the payment producer and its
-consumer groups (orders, points, notifications)."""
+"""The payment-success message, the published language of payments: its topic, its tag and
+its body. The contract between the payment producer (``payments.checkers``) and the consumer
+groups, each named by its own app's ``consumers.py`` (orders, points, notifications). A
+consumer app imports this module and nothing else of payments."""
 
 from __future__ import annotations
 
@@ -10,13 +12,8 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
-PRODUCER_GROUP = "payment_producer_group"
 TOPIC = "payment_success_topic"
 TAG = "pay"
-
-ORDER_CONSUMER_GROUP = "order_consumer_group"
-POINTS_CONSUMER_GROUP = "points_consumer_group"
-NOTIFICATION_CONSUMER_GROUP = "notification_consumer_group"
 
 
 class MalformedPaymentEvent(ValueError):

@@ -35,8 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 from django.utils.module_loading import import_string
 
-DEFAULT_BACKEND = "payments.gateways.SimulatedGateway"
-DEFAULT_TIMEOUT = 30.0
+from payments import conf
 
 SIMULATED_GATEWAY_REFUSED = (
     "PAYMENTS_GATEWAY_BACKEND is {backend}, a simulation that approves any amount, and "
@@ -55,7 +54,7 @@ def gateway_timeout() -> float:
     a charge whose call may still be in flight. Keep PAYMENTS_CHARGE_RECONCILE_AFTER above
     it for the common case; below it, reconciliation only looks early (IN_FLIGHT).
     """
-    return float(getattr(settings, "PAYMENTS_GATEWAY_TIMEOUT", DEFAULT_TIMEOUT))
+    return conf.seconds("PAYMENTS_GATEWAY_TIMEOUT")
 
 
 class GatewayError(Exception):
@@ -232,7 +231,7 @@ class SimulatedGateway(PaymentGateway):
 
 def simulated_latency() -> float:
     """PAYMENTS_SIMULATED_GATEWAY_LATENCY: seconds each simulated charge takes (default 0)."""
-    return float(getattr(settings, "PAYMENTS_SIMULATED_GATEWAY_LATENCY", 0.0))
+    return conf.seconds("PAYMENTS_SIMULATED_GATEWAY_LATENCY")
 
 
 @contextmanager
@@ -271,7 +270,7 @@ def _result_of(row: Optional[tuple]) -> Optional[ChargeResult]:
 
 
 def gateway_backend_path() -> str:
-    return getattr(settings, "PAYMENTS_GATEWAY_BACKEND", DEFAULT_BACKEND)
+    return conf.setting("PAYMENTS_GATEWAY_BACKEND")
 
 
 def simulated_gateway_refusal() -> Optional[str]:
@@ -280,7 +279,7 @@ def simulated_gateway_refusal() -> Optional[str]:
     A simulated gateway (``simulated = True``: it approves any amount) is refused with DEBUG
     off unless PAYMENTS_ALLOW_SIMULATED_GATEWAY says the operator chose it knowingly.
     """
-    if settings.DEBUG or getattr(settings, "PAYMENTS_ALLOW_SIMULATED_GATEWAY", False):
+    if settings.DEBUG or conf.setting("PAYMENTS_ALLOW_SIMULATED_GATEWAY"):
         return None
     backend = gateway_backend_path()
     if getattr(import_string(backend), "simulated", False):

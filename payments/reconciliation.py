@@ -1,4 +1,5 @@
-"""Charge reconciliation: the article's gap, closed (see ``payments.services``).
+"""Charge reconciliation: the article's gap, closed (see ``payments.services``; every
+move of a charge is in ``payments.charges``).
 
 The gateway is charged before the payment's half message is stored, so a process that dies
 in between leaves its charge PENDING or APPROVED and its order claimed. One run of
@@ -38,15 +39,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from django.conf import settings
 from django.db import router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 
-from payments.clock import Now, db_ago, db_now
-from payments.events import PRODUCER_GROUP
+from payments import conf
+from payments.charges import (
+    charge_lease_renew,
+    charge_recheck_abandon,
+    charge_reconcile_move,
+    charges_lease,
+)
+from payments.checkers import PRODUCER_GROUP
+from payments.clock import db_ago, db_now
 from payments.gateways import PaymentGateway, gateway_timeout, get_gateway
 from payments.models import CHARGE_RECONCILED, CHARGE_RECONCILED_NOT_FOUND, Charge
-from payments.services import _payment_message_send, payment_charge_settle
+from payments.recording import payment_charge_settle, payment_message_send
 from txbroker import LocalTransactionState, messages_with_key
 
 logger = logging.getLogger("payments")
@@ -146,13 +153,13 @@ def _listed(outcomes: Counter) -> str:
 
 def charge_reconcile_after() -> float:
     """PAYMENTS_CHARGE_RECONCILE_AFTER: the age past which a PENDING/APPROVED charge is stale."""
-    return float(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_AFTER", 60.0))
+    return conf.seconds("PAYMENTS_CHARGE_RECONCILE_AFTER")
 
 
 def charge_recheck_window() -> float:
     """PAYMENTS_CHARGE_RECHECK_WINDOW (seconds, default one day): how long after closing a
     charge without the gateway's answer reconciliation keeps asking the gateway about it."""
-    return float(getattr(settings, "PAYMENTS_CHARGE_RECHECK_WINDOW", 86400.0))
+    return conf.seconds("PAYMENTS_CHARGE_RECHECK_WINDOW")
 
 
 def charge_reconcile_stale(
@@ -172,7 +179,7 @@ def charge_reconcile_stale(
     older_than = charge_reconcile_after() if older_than is None else older_than
     if not older_than >= 0:
         raise ValueError(CHARGE_RECONCILE_NEGATIVE_AGE.format(value=older_than))
-    batch_size = batch_size or int(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", 50))
+    batch_size = batch_size or int(conf.setting("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE"))
     gateway = get_gateway()
     report = ChargeReconcileReport(older_than=older_than, dry_run=dry_run)
     # A charge leased by this pass is leased after its start (database time), so the pass
@@ -197,7 +204,7 @@ def charge_reconcile_stale(
                 handle(charge)
             continue
         while True:
-            charges = _charges_claim(candidates=candidates, batch_size=batch_size)
+            charges = charges_lease(candidates=candidates, batch_size=batch_size)
             for charge in charges:
                 handle(charge)
             if progress is not None and charges:
@@ -205,29 +212,6 @@ def charge_reconcile_stale(
             if len(charges) < batch_size:
                 break
     return report
-
-
-def _charges_claim(*, candidates: QuerySet[Charge], batch_size: int) -> list[Charge]:
-    """Lease up to ``batch_size`` candidates to this run: locked rows (another run's claim)
-    are skipped, and once leased a charge is no longer a candidate for anyone.
-
-    The lease is the database's time, read in the claiming transaction and written as that
-    value, so the charges returned carry exactly what the moves will compare against (an
-    equality a value re-computed by ``Now()`` on SQLite, with its millisecond text, would
-    not always meet).
-    """
-    with transaction.atomic():
-        ids = list(
-            candidates.select_for_update(skip_locked=True)
-            .order_by("updated_at", "pk")
-            .values_list("pk", flat=True)[:batch_size]
-        )
-        if not ids:
-            return []
-        lease = db_now(using=router.db_for_write(Charge))
-        Charge.objects.filter(pk__in=ids).update(reconciled_at=lease)
-        # Read back under the row locks: what this run leased, nobody else's.
-        return list(Charge.objects.filter(pk__in=ids).order_by("updated_at", "pk"))
 
 
 def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool) -> str:
@@ -249,10 +233,10 @@ def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool)
             return _charge_close_not_found(charge=charge, dry_run=dry_run)
         if not result.approved:
             reason = CHARGE_RECONCILED_DECLINED.format(reason=result.reason or "declined")
-            if dry_run or _charge_reconcile_move(charge, status=Charge.Status.DECLINED, reason=reason):
+            if dry_run or charge_reconcile_move(charge, status=Charge.Status.DECLINED, reason=reason):
                 return ReconcileOutcome.DECLINED
             return ReconcileOutcome.RACED
-        if not dry_run and not _charge_reconcile_move(
+        if not dry_run and not charge_reconcile_move(
             charge,
             status=Charge.Status.APPROVED,
             reason=CHARGE_RECONCILED_APPROVED,
@@ -291,10 +275,7 @@ def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool)
     if dry_run:
         return ReconcileOutcome.COMPLETED
     # Renew the lease just before sending, so that only one run sends for this charge.
-    renewed = Charge.objects.filter(
-        pk=charge.pk, status=Charge.Status.APPROVED, reconciled_at=charge.reconciled_at
-    ).update(reconciled_at=Now(), reason=CHARGE_RECONCILED_SENT.format(found=found), updated_at=Now())
-    if not renewed:
+    if not charge_lease_renew(charge=charge, reason=CHARGE_RECONCILED_SENT.format(found=found)):
         return ReconcileOutcome.RACED
     logger.warning(
         "reconciliation: charge %s of order %s found %s with no payment message: sending it",
@@ -303,7 +284,7 @@ def _charge_reconcile(*, charge: Charge, gateway: PaymentGateway, dry_run: bool)
         found,
     )
     try:
-        sent = _payment_message_send(charge=charge)
+        sent = payment_message_send(charge=charge)
     except Exception:
         logger.exception("reconciliation: sending the payment message of order %s failed", charge.order_id)
         return ReconcileOutcome.SEND_FAILED
@@ -325,7 +306,7 @@ def _charge_close_not_found(*, charge: Charge, dry_run: bool) -> str:
     if dry_run:
         over = Charge.objects.filter(call_over, pk=charge.pk).exists()
         return ReconcileOutcome.NOT_FOUND if over else ReconcileOutcome.IN_FLIGHT
-    if _charge_reconcile_move(
+    if charge_reconcile_move(
         charge, status=Charge.Status.ERROR, reason=CHARGE_RECONCILED_NOT_FOUND, condition=call_over
     ):
         return ReconcileOutcome.NOT_FOUND
@@ -340,29 +321,6 @@ def _charge_close_not_found(*, charge: Charge, dry_run: bool) -> str:
         )
         return ReconcileOutcome.IN_FLIGHT
     return ReconcileOutcome.RACED
-
-
-def _charge_reconcile_move(
-    charge: Charge, *, status: str, reason: str, reference: str = "", condition: Optional[Q] = None
-) -> bool:
-    """PENDING -> ``status`` in one conditional UPDATE: only while the charge is PENDING,
-    still leased to this run, and meets ``condition``."""
-    changes: dict[str, Any] = {"status": status, "reason": reason[:255], "updated_at": Now()}
-    if reference:
-        changes["reference"] = reference[:128]
-    moved = Charge.objects.filter(
-        condition or Q(), pk=charge.pk, status=Charge.Status.PENDING, reconciled_at=charge.reconciled_at
-    ).update(**changes)
-    if moved:
-        logger.warning(
-            "reconciliation: charge %s of order %s PENDING -> %s (%s)",
-            charge.pk,
-            charge.order_id,
-            status,
-            reason,
-        )
-        charge.status, charge.reason = status, reason
-    return bool(moved)
 
 
 def _charge_recheck(*, charge: Charge, gateway: PaymentGateway, dry_run: bool) -> str:
@@ -383,17 +341,12 @@ def _charge_recheck(*, charge: Charge, gateway: PaymentGateway, dry_run: bool) -
         return ReconcileOutcome.STILL_NOT_CHARGED
     if dry_run:
         return ReconcileOutcome.APPROVED_LATE
-    moved = (
-        Charge.objects.filter(pk=charge.pk, reconciled_at=charge.reconciled_at)
-        .closed_without_answer()
-        .update(
-            status=Charge.Status.ABANDONED,
-            reason=CHARGE_RECONCILED_APPROVED_LATE,
-            reference=result.reference[:128],
-            updated_at=Now(),
-        )
-    )
-    if not moved:
+    if not charge_recheck_abandon(
+        charge=charge,
+        leased_at=charge.reconciled_at,
+        reason=CHARGE_RECONCILED_APPROVED_LATE,
+        reference=result.reference,
+    ):
         return ReconcileOutcome.RACED
     logger.error(
         "reconciliation: charge %s of order %s, closed as %r, was approved at the gateway: "

@@ -6,8 +6,9 @@ ahead would discard every run (txbroker.schedule says more).
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
+
+from payments import conf
 
 RECONCILE_TASK_NAME = "payments: charge reconciliation"
 
@@ -18,7 +19,7 @@ def ensure_periodic_tasks(*, sync: bool = False, using: str = "default") -> list
     edited in the admin is kept."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    every = max(1, round(float(getattr(settings, "PAYMENTS_CHARGE_RECONCILE_INTERVAL", 30.0))))
+    every = max(1, round(conf.seconds("PAYMENTS_CHARGE_RECONCILE_INTERVAL")))
     with transaction.atomic(using=using):
         schedule, _ = IntervalSchedule.objects.using(using).get_or_create(
             every=every, period=IntervalSchedule.SECONDS

@@ -7,7 +7,7 @@ from typing import Optional
 from django.contrib.auth.models import AbstractBaseUser
 
 from orders.models import order_id_is_valid
-from payments.models import Charge, PaymentRecord
+from payments.models import PaymentRecord
 
 
 def payment_record_get(*, user: AbstractBaseUser, order_id: str) -> Optional[PaymentRecord]:
@@ -19,14 +19,3 @@ def payment_record_get(*, user: AbstractBaseUser, order_id: str) -> Optional[Pay
 
 def payment_success_get(*, order_id: str) -> Optional[PaymentRecord]:
     return PaymentRecord.objects.filter(order_id=order_id, status=PaymentRecord.Status.SUCCESS).first()
-
-
-def payment_blocks_cancel(*, order_id: str) -> bool:
-    """True when a payment has claimed the order (an active charge) or succeeded.
-
-    Read under the order row lock by ``orders.services.order_cancel``.
-    """
-    return (
-        Charge.objects.active().filter(order_id=order_id).exists()
-        or PaymentRecord.objects.filter(order_id=order_id, status=PaymentRecord.Status.SUCCESS).exists()
-    )

@@ -1,21 +1,11 @@
+"""Read-only admin: points change only through the points consumer."""
+
 from __future__ import annotations
 
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
 from points.models import PointsRecord, UserPoints
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Points change only through the points consumer."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(UserPoints)

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.api_common import UNAUTHORIZED, error
+from config.errors import UNAUTHORIZED, error
 from points.models import PointsRecord
 from points.selectors import points_balance, points_record_list
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from payments.events import POINTS_CONSUMER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments.events import TAG, TOPIC, PaymentSucceeded
 from points.services import points_award_for_payment
 from txbroker import ConsumedMessage, consumer
+
+POINTS_CONSUMER_GROUP = "points_consumer_group"
 
 
 @consumer(topic=TOPIC, group=POINTS_CONSUMER_GROUP, tags=TAG)

@@ -14,24 +14,9 @@ Nothing here touches the disk: folders are made by the processes that need them
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
-import environ
-
-env = environ.Env()
-
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(env.str("DJANGO_VAR_DIR", default=str(BASE_DIR / "var")))
-
-
-def env_seconds(name: str, default: float) -> float:
-    value = env.float(name, default=default)
-    if value < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-    return value
-
+from config.settings.environment import BASE_DIR, VAR_DIR, env, env_seconds
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
@@ -66,6 +51,8 @@ INSTALLED_APPS = [
     "payments",
     "points",
     "notifications",
+    # The project's own commands that span the apps above (``manage.py demo``).
+    "config",
     # Extra apps from the environment: the test suite adds its support app this way, so
     # that worker processes it starts register the test consumers too.
     *env.list("DJANGO_EXTRA_APPS", default=[]),
@@ -378,56 +365,10 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- Order-payment apps -----------------------------------------------------------------------
-# The payment gateway and the SMS provider, pluggable like EMAIL_BACKEND.
-PAYMENTS_GATEWAY_BACKEND = env.str("PAYMENTS_GATEWAY_BACKEND", default="payments.gateways.SimulatedGateway")
-# The simulated gateway approves any amount: with DEBUG off, web, worker and beat refuse to
-# start with it (and `check --deploy` reports an Error) unless this says the operator chose it
-# knowingly (tests, chaos and bench runs).
-PAYMENTS_ALLOW_SIMULATED_GATEWAY = env.bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", default=False)
-# Seconds a duplicate payment request waits for the one holding the order's charge.
-PAYMENTS_IN_PROGRESS_WAIT = env_seconds("PAYMENTS_IN_PROGRESS_WAIT", 10)
-# Charge reconciliation (payments.reconciliation.charge_reconcile_stale, a beat task): a
-# charge left PENDING or APPROVED longer than RECONCILE_AFTER seconds (database time) belongs
-# to a payment whose process died; it is settled with the gateway. A charge the gateway does
-# not know is closed only once older than PAYMENTS_GATEWAY_TIMEOUT; keep RECONCILE_AFTER
-# above the usual gateway call, or reconciliation asks about live payments for nothing.
-PAYMENTS_CHARGE_RECONCILE_AFTER = env_seconds("PAYMENTS_CHARGE_RECONCILE_AFTER", 60)
-PAYMENTS_CHARGE_RECONCILE_INTERVAL = env_seconds("PAYMENTS_CHARGE_RECONCILE_INTERVAL", 30)
-PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE = env.int("PAYMENTS_CHARGE_RECONCILE_BATCH_SIZE", default=50)
-# How long a payment keeps trying to record itself after losing its database session (a
-# cut connection, a server restart); below TXBROKER_TRANSACTION_TIMEOUT (6 s by default).
-PAYMENTS_RECORD_RETRY_SECONDS = env_seconds("PAYMENTS_RECORD_RETRY_SECONDS", 3)
-# The longest a gateway call may take (payments.gateways.gateway_timeout): backends give up
-# after it (their client-side timeout), and reconciliation closes a charge the gateway does
-# not know only once it is older than this (younger, the call may still be in flight).
-PAYMENTS_GATEWAY_TIMEOUT = env_seconds("PAYMENTS_GATEWAY_TIMEOUT", 30)
-# How long reconciliation keeps asking the gateway about charges closed without its answer
-# (not found, or a timed-out call): an approval found meanwhile makes them ABANDONED (to refund).
-PAYMENTS_CHARGE_RECHECK_WINDOW = env_seconds("PAYMENTS_CHARGE_RECHECK_WINDOW", 86400)
-# Seconds each call to the simulated gateway takes (tests and demos of slow gateways).
-PAYMENTS_SIMULATED_GATEWAY_LATENCY = env_seconds("PAYMENTS_SIMULATED_GATEWAY_LATENCY", 0)
-NOTIFICATIONS_SMS_BACKEND = env.str(
-    "NOTIFICATIONS_SMS_BACKEND", default="notifications.backends.ConsoleSmsBackend"
-)
-NOTIFICATIONS_SMS_FILE_PATH = env.str("NOTIFICATIONS_SMS_FILE_PATH", default=str(VAR_DIR / "sms.jsonl"))
-# The same for the simulated SMS backends (console, file, in-memory): they send nothing.
-NOTIFICATIONS_ALLOW_CONSOLE_SMS = env.bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=False)
-# Phone verification: a code sent to a newly set number lasts this long and takes this many
-# wrong guesses before it is spent (set the number again for a new one).
-NOTIFICATIONS_PHONE_CODE_TTL = env_seconds("NOTIFICATIONS_PHONE_CODE_TTL", 600)
-NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS = env.int("NOTIFICATIONS_PHONE_CODE_MAX_ATTEMPTS", default=5)
+# --- Order-payment apps and txbroker: their settings from the environment --------------------
+from config.settings.domain import *  # noqa: E402, F403
 
 # --- Operator endpoints -------------------------------------------------------------------------
 # /metrics answers loopback clients only; with a token set, it answers whoever sends
 # `Authorization: Bearer <token>` instead (and nobody without it).
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
-
-# --- txbroker -------------------------------------------------------------------------------
-# txbroker reads Django settings only (its defaults live in txbroker.conf). Every TXBROKER_*
-# variable of the environment becomes the Django setting of the same name, so operators and
-# the test and chaos harnesses shorten intervals without editing code; txbroker parses the
-# text and says what is wrong with a bad value. TXBROKER_DATABASE_URL is this file's own.
-for _name, _value in os.environ.items():
-    if _name.startswith("TXBROKER_") and _name != "TXBROKER_DATABASE_URL":
-        globals()[_name] = _value

@@ -35,6 +35,7 @@ from orders.services import order_mark_paid
 from payments.events import TAG, TOPIC, PaymentSucceeded
 from payments.gateways import get_gateway
 from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
+from payments.recording import payment_record_insert
 from points.models import PointsRecord, UserPoints
 from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
@@ -76,14 +77,7 @@ def _charge(order: Order, prefix: str) -> None:
 
 
 def _record(event: PaymentSucceeded, message_id: str = "") -> PaymentRecord:
-    return PaymentRecord.objects.create(
-        order_id=event.order_id,
-        user_id=event.user_id,
-        amount=event.amount,
-        pay_time=event.pay_time,
-        status=PaymentRecord.Status.SUCCESS,
-        message_id=message_id,
-    )
+    return payment_record_insert(event=event, message_id=message_id)
 
 
 def pay_raw(user, order_id: str, amount: Decimal) -> float:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from harness.chaos.cluster import Cluster
 from harness.chaos.faults import FREEZE_AT_ONCE, FaultPlan
-from harness.procs import PrivatePostgres, _admin_connect, pg_terminate, redis_wipe
+from harness.services import PrivatePostgres, _admin_connect, pg_terminate, redis_wipe
 
 logger = logging.getLogger("harness.chaos")
 

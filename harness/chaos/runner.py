@@ -17,7 +17,8 @@ from harness.chaos.faults import FaultPlan
 from harness.chaos.history import ProcessHistory, death_counts, read_logs
 from harness.chaos.injector import Injector
 from harness.chaos.load import plan_payments, run_load
-from harness.procs import FAST_BROKER_ENV, PrivatePostgres, service_env
+from harness.procs import FAST_BROKER_ENV, service_env
+from harness.services import PrivatePostgres
 
 DESIGNS = ("txbroker", "naive")
 PAY_PATHS = {"txbroker": "/api/payments/", "naive": "/api/naive/payments/"}

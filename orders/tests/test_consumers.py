@@ -8,11 +8,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from orders.consumers import ORDER_CONSUMER_GROUP
 from orders.models import Order
 from orders.services import ORDER_MISSING_FOR_PAYMENT
 from orders.tests.factories import OrderFactory, UserFactory
 from payments.checkers import payment_producer
-from payments.events import ORDER_CONSUMER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments.events import TAG, TOPIC, PaymentSucceeded
 from txbroker import LocalTransactionState, OutgoingMessage, delivery, delivery_transitions
 from txbroker.models import Delivery, TraceEvent
 from txbroker.tests.processes import wait_for

@@ -8,14 +8,21 @@ import pytest
 from django.db import IntegrityError
 
 from orders.models import Order
+from orders.selectors import order_held_by_payment
 from orders.services import (
     ORDER_CANCELLED_BUT_PAID,
     ORDER_MISSING_FOR_PAYMENT,
+    ORDER_NOT_CANCELLABLE,
+    ORDER_PAYMENT_STARTED,
     OrderIdTaken,
+    OrderNotCancellable,
     OrderNotFound,
     OrderNotPayable,
+    order_cancel,
     order_create,
+    order_hold_for_payment,
     order_mark_paid,
+    order_release_payment_hold,
 )
 from orders.tests.factories import OrderFactory, UserFactory
 
@@ -59,3 +66,28 @@ def test_create_twice_with_one_order_id_raises_order_id_taken():
 def test_the_database_refuses_invalid_orders(fields):
     with pytest.raises(IntegrityError):
         OrderFactory(**fields)
+
+
+def test_a_payment_hold_refuses_the_cancel_until_it_is_released():
+    order = OrderFactory()
+    assert order_hold_for_payment(order_id=order.order_id) is True
+    assert order_hold_for_payment(order_id=order.order_id) is False  # held already
+
+    with pytest.raises(OrderNotCancellable, match=ORDER_PAYMENT_STARTED):
+        order_cancel(user=order.user, order_id=order.order_id)
+    assert order_held_by_payment(order_id=order.order_id)
+
+    assert order_release_payment_hold(order_id=order.order_id) is True
+    assert order_cancel(user=order.user, order_id=order.order_id).status == Order.Status.CANCELLED
+    assert order_hold_for_payment(order_id=order.order_id) is False  # only a CREATED order
+
+
+def test_cancel_says_why_nothing_moved():
+    order = OrderFactory()
+    with pytest.raises(OrderNotFound):
+        order_cancel(user=UserFactory(), order_id=order.order_id)  # someone else's
+    with pytest.raises(OrderNotFound):
+        order_cancel(user=order.user, order_id="bad id\x00")
+    order_mark_paid(order_id=order.order_id)
+    with pytest.raises(OrderNotCancellable, match=ORDER_NOT_CANCELLABLE.format(status="PAID")):
+        order_cancel(user=order.user, order_id=order.order_id)

@@ -8,7 +8,7 @@ from django.db import OperationalError
 from orders.models import Order
 from orders.tests.factories import OrderFactory, UserFactory
 from orders.tests.test_api import INVALID_AMOUNTS, INVALID_ORDER_IDS
-from payments import services
+from payments import exceptions, services
 from payments.gateways import SimulatedGateway
 from payments.models import Charge, PaymentRecord
 from payments.tests.factories import PaymentRecordFactory
@@ -64,7 +64,7 @@ def test_an_amount_that_is_not_the_orders_is_400_naming_the_field(client_for, ga
     response = pay(client_for(order.user), order_id=order.order_id, amount="98.99")
 
     assert response.status_code == 400
-    assert response.json() == {"amount": [services.PAYMENT_AMOUNT_MISMATCH.format(expected="99.00")]}
+    assert response.json() == {"amount": [exceptions.PAYMENT_AMOUNT_MISMATCH.format(expected="99.00")]}
     assert gateway_calls == []
 
 
@@ -73,7 +73,7 @@ def test_a_missing_order_is_404(client_for):
     response = pay(client_for(UserFactory()), order_id="NO_SUCH_ORDER", amount="99.00")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": services.PAYMENT_ORDER_NOT_FOUND}
+    assert response.json() == {"detail": exceptions.PAYMENT_ORDER_NOT_FOUND}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -83,7 +83,7 @@ def test_a_cancelled_order_is_409(client_for, gateway_calls):
     response = pay(client_for(order.user), order_id=order.order_id, amount="99.00")
 
     assert response.status_code == 409
-    assert response.json() == {"detail": services.PAYMENT_NOT_PAYABLE.format(status="CANCELLED")}
+    assert response.json() == {"detail": exceptions.PAYMENT_NOT_PAYABLE.format(status="CANCELLED")}
     assert gateway_calls == []
 
 
@@ -99,7 +99,7 @@ def test_a_payment_in_progress_is_409_after_the_wait(client_for, settings, gatew
     response = pay(client_for(order.user), order_id=order.order_id, amount="99.00")
 
     assert response.status_code == 409
-    assert response.json() == {"detail": services.PAYMENT_IN_PROGRESS}
+    assert response.json() == {"detail": exceptions.PAYMENT_IN_PROGRESS}
     assert gateway_calls == []
 
 
@@ -163,7 +163,7 @@ def test_a_failure_to_send_the_message_is_503_and_releases_the_order(client_for,
     response = pay(client, order_id=order.order_id, amount="99.00")
 
     assert response.status_code == 503
-    assert response.json() == {"detail": services.PAYMENT_UNAVAILABLE}
+    assert response.json() == {"detail": exceptions.PAYMENT_UNAVAILABLE}
     assert Charge.objects.get().status == Charge.Status.ABANDONED  # to refund
     monkeypatch.undo()
     assert pay(client, order_id=order.order_id, amount="99.00").status_code == 201

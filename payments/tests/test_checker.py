@@ -13,10 +13,11 @@ from django.utils import timezone
 from orders.models import Order
 from orders.selectors import order_get_for_update
 from orders.tests.factories import OrderFactory
-from payments import services
-from payments.events import PRODUCER_GROUP, TAG, TOPIC, PaymentSucceeded
+from payments import charges, exceptions, recording
+from payments.checkers import PRODUCER_GROUP
+from payments.events import TAG, TOPIC, PaymentSucceeded
 from payments.models import Charge, PaymentRecord
-from payments.services import PaymentIntent, payment_check_transaction, payment_record_local_transaction
+from payments.recording import PaymentIntent, payment_check_transaction, payment_record_local_transaction
 from payments.tests.factories import ChargeFactory, PaymentRecordFactory
 from payments.tests.fixtures import effects
 from txbroker import LocalTransactionState, MessageView, checkback
@@ -75,7 +76,7 @@ def test_checker_rolls_back_when_no_record_exists_and_fences_the_charge():
 
     charge.refresh_from_db()
     assert charge.status == Charge.Status.ABANDONED
-    assert charge.reason == services.CHARGE_ABANDONED_BY_CHECK
+    assert charge.reason == charges.CHARGE_ABANDONED_BY_CHECK
     # A local transaction that starts after that answer can no longer record the payment.
     assert payment_record_local_transaction(view(order.order_id, charge), intent(order, charge)) == ROLLBACK
     assert not PaymentRecord.objects.filter(order_id=order.order_id).exists()
@@ -88,7 +89,7 @@ def test_checker_answers_unknown_when_the_database_cannot_tell(monkeypatch):
     def unreachable(**kwargs):
         raise OperationalError("simulated: the database is unreachable")
 
-    monkeypatch.setattr(services, "order_get_for_update", unreachable)
+    monkeypatch.setattr(recording, "order_get_for_update", unreachable)
 
     assert payment_check_transaction(view(order.order_id)) == UNKNOWN
 
@@ -107,7 +108,7 @@ def test_checker_waits_for_a_local_transaction_that_holds_the_order_lock():
         try:
             with transaction.atomic():
                 order_get_for_update(order_id=order.order_id)
-                services.payment_record_insert(event=intent(order, charge).event, message_id="M1")
+                recording.payment_record_insert(event=intent(order, charge).event, message_id="M1")
                 inserted.set()
                 finish.wait(timeout=30)
         finally:
@@ -212,7 +213,7 @@ def test_local_transaction_answers_unknown_on_a_database_error(monkeypatch, sett
     def broken_insert(**kwargs):
         raise OperationalError("simulated")
 
-    monkeypatch.setattr(services, "payment_record_insert", broken_insert)
+    monkeypatch.setattr(recording, "payment_record_insert", broken_insert)
 
     assert payment_record_local_transaction(view(order.order_id, charge), intent(order, charge)) == UNKNOWN
     charge.refresh_from_db()
@@ -228,21 +229,21 @@ def test_check_back_before_a_late_local_transaction_wins_and_the_payment_answers
     then finds its charge abandoned and answers ROLLBACK too: never a record for a
     rolled-back message."""
     order = OrderFactory()
-    original = services.payment_record_local_transaction
+    original = recording.payment_record_local_transaction
 
     def stalled(message, arg):
         report = check_pass_now()
         assert report.outcomes["ROLLED_BACK"] == 1
         return original(message, arg)
 
-    monkeypatch.setattr(services, "payment_record_local_transaction", stalled)
+    monkeypatch.setattr(recording, "payment_record_local_transaction", stalled)
     client = client_for(order.user)
     body = {"order_id": order.order_id, "amount": "99.00"}
 
     response = client.post("/api/payments/", body, format="json")
 
     assert response.status_code == 409
-    assert response.json() == {"detail": services.PAYMENT_NOT_RECORDED}
+    assert response.json() == {"detail": exceptions.PAYMENT_NOT_RECORDED}
     state = effects(order.order_id)
     assert state["messages"] == ["ROLLED_BACK"]
     assert state["records"] == []

@@ -12,8 +12,9 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from notifications.tests.factories import NotificationProfileFactory
+from orders.selectors import order_held_by_payment
 from orders.tests.factories import OrderFactory, UserFactory
-from payments import services
+from payments import exceptions, recording
 from payments.gateways import SimulatedGateway
 from payments.tests.fixtures import effects, wait_settled
 from txbroker import checkback
@@ -113,7 +114,7 @@ def test_declined_or_failed_charge_sends_nothing_and_order_stays_payable(
     assert response.json()["detail"] == (
         SimulatedGateway.DECLINE_REASON
         if method == "sim_decline"
-        else services.PAYMENT_GATEWAY_FAILED.format(reason=SimulatedGateway.ERROR_REASON)
+        else exceptions.PAYMENT_GATEWAY_FAILED.format(reason=SimulatedGateway.ERROR_REASON)
     )
     assert effects(order.order_id) | {"points": None} == {
         "order": "CREATED",
@@ -126,8 +127,10 @@ def test_declined_or_failed_charge_sends_nothing_and_order_stays_payable(
         "points": None,
         "notifications": [],
     }
+    assert not order_held_by_payment(order_id=order.order_id)  # released: cancellable again
     # The order can be paid again, and then everything happens once.
     assert pay(client, order).status_code == 201
+    assert order_held_by_payment(order_id=order.order_id)  # a recorded payment keeps it
     state = wait_settled(order.order_id)
     assert state["order"] == "PAID"
     assert state["charges"] == sorted([charge, "RECORDED"])
@@ -145,7 +148,7 @@ def test_recording_failure_rolls_the_message_back_and_nothing_happens_downstream
     def broken_insert(**kwargs):
         raise OperationalError("simulated: the payment_record insert failed")
 
-    monkeypatch.setattr(services, "payment_record_insert", broken_insert)
+    monkeypatch.setattr(recording, "payment_record_insert", broken_insert)
     response = pay(client, order)
 
     # The local transaction answered UNKNOWN (a database error): check-back decides.

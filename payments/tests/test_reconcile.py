@@ -22,16 +22,16 @@ from django.utils import timezone
 
 from notifications.tests.factories import NotificationProfileFactory
 from orders.models import Order
+from orders.selectors import order_held_by_payment
 from orders.tests.factories import OrderFactory
-from payments import services
-from payments.checkers import payment_producer
+from payments import charges, exceptions, reconciliation, services
+from payments.checkers import PRODUCER_GROUP, payment_producer
 from payments.clock import db_now
-from payments.events import PRODUCER_GROUP, TAG, TOPIC
+from payments.events import TAG, TOPIC
 from payments.gateways import ChargeResult, GatewayTimeout, SimulatedGateway
 from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
 from payments.reconciliation import ReconcileOutcome, charge_reconcile_stale
 from payments.schedule import RECONCILE_TASK_NAME, ensure_periodic_tasks
-from payments.selectors import payment_blocks_cancel
 from payments.tasks import charge_reconcile
 from payments.tests.factories import ChargeFactory
 from payments.tests.fixtures import age_by, effects, gateway_charge, pay_in_a_thread
@@ -73,7 +73,7 @@ def unsettled_charge(
 
 
 def closed_without_answer(
-    *, reason: str = services.CHARGE_RECONCILED_NOT_FOUND, age: float = STALE
+    *, reason: str = reconciliation.CHARGE_RECONCILED_NOT_FOUND, age: float = STALE
 ) -> Charge:
     """A charge closed ERROR without the gateway's answer ``age`` seconds ago; the gateway
     has nothing for it (yet)."""
@@ -244,7 +244,7 @@ def test_a_charge_whose_message_exists_is_left_to_check_back_then_stays_abandone
     check_pass_now()
     charge.refresh_from_db()
     assert charge.status == Charge.Status.ABANDONED
-    assert charge.reason == services.CHARGE_ABANDONED_BY_CHECK
+    assert charge.reason == charges.CHARGE_ABANDONED_BY_CHECK
 
     # Never reconciled again: nothing sent, nothing recorded, still to refund.
     assert charge_reconcile_stale(older_than=0).examined == 0
@@ -262,7 +262,10 @@ def test_an_approved_charge_whose_message_was_rolled_back_is_abandoned_not_sent_
 
     assert report.outcomes == {ReconcileOutcome.ABANDONED: 1}
     charge.refresh_from_db()
-    assert (charge.status, charge.reason) == (Charge.Status.ABANDONED, services.CHARGE_RECONCILED_ROLLED_BACK)
+    assert (charge.status, charge.reason) == (
+        Charge.Status.ABANDONED,
+        reconciliation.CHARGE_RECONCILED_ROLLED_BACK,
+    )
     assert message_states(charge.order_id) == ["ROLLED_BACK"]
     assert not PaymentRecord.objects.exists()
 
@@ -276,7 +279,9 @@ def test_a_pending_charge_the_gateway_declined_frees_the_order(client_for):
     assert report.outcomes == {ReconcileOutcome.DECLINED: 1}
     charge.refresh_from_db()
     assert charge.status == Charge.Status.DECLINED
-    assert charge.reason == services.CHARGE_RECONCILED_DECLINED.format(reason=SimulatedGateway.DECLINE_REASON)
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_DECLINED.format(
+        reason=SimulatedGateway.DECLINE_REASON
+    )
     assert message_states(charge.order_id) == []
     # The order is payable again, and pays.
     answer = client_for(charge.user).post(
@@ -292,8 +297,8 @@ def test_a_pending_charge_the_gateway_never_saw_is_an_error_and_frees_the_order(
 
     assert report.outcomes == {ReconcileOutcome.NOT_FOUND: 1}
     charge.refresh_from_db()
-    assert (charge.status, charge.reason) == (Charge.Status.ERROR, services.CHARGE_RECONCILED_NOT_FOUND)
-    assert not payment_blocks_cancel(order_id=charge.order_id)
+    assert (charge.status, charge.reason) == (Charge.Status.ERROR, reconciliation.CHARGE_RECONCILED_NOT_FOUND)
+    assert not order_held_by_payment(order_id=charge.order_id)
 
 
 def test_a_pending_charge_the_gateway_approved_is_completed_as_payment_pay_completes_it(
@@ -309,7 +314,7 @@ def test_a_pending_charge_the_gateway_approved_is_completed_as_payment_pay_compl
     charge.refresh_from_db()
     assert charge.status == Charge.Status.RECORDED
     assert charge.reference == SimulatedGateway.reference_of(charge.idempotency_key)
-    assert charge.reason == services.CHARGE_RECONCILED_SENT.format(found="PENDING")
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_SENT.format(found="PENDING")
     record = PaymentRecord.objects.get(order_id=charge.order_id)
     (message,) = messages_with_key(charge.order_id)
     assert (message.msg_id, message.state, message.producer_group) == (
@@ -339,7 +344,7 @@ def test_an_approved_charge_without_message_is_completed_after_an_earlier_rolled
     assert report.outcomes == {ReconcileOutcome.COMPLETED: 1}
     charge.refresh_from_db()
     assert charge.status == Charge.Status.RECORDED
-    assert charge.reason == services.CHARGE_RECONCILED_SENT.format(found="APPROVED")
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_SENT.format(found="APPROVED")
     assert message_states(order.order_id) == ["COMMITTED", "ROLLED_BACK"]
     assert PaymentRecord.objects.filter(order_id=order.order_id).count() == 1
 
@@ -371,7 +376,7 @@ def test_a_charge_unknown_to_the_gateway_stays_pending_while_its_call_may_be_in_
     late.refresh_from_db()
     lost.refresh_from_db()
     assert late.status == Charge.Status.RECORDED
-    assert (lost.status, lost.reason) == (Charge.Status.ERROR, services.CHARGE_RECONCILED_NOT_FOUND)
+    assert (lost.status, lost.reason) == (Charge.Status.ERROR, reconciliation.CHARGE_RECONCILED_NOT_FOUND)
 
 
 def test_dry_run_tells_in_flight_from_not_found(settings):
@@ -390,7 +395,7 @@ def test_an_approval_found_after_reconciliation_closed_the_charge_marks_it_for_r
     charge = unsettled_charge(status=Charge.Status.PENDING, at_gateway=False)
     assert charge_reconcile_stale(older_than=60).outcomes == {ReconcileOutcome.NOT_FOUND: 1}
     charge.refresh_from_db()
-    assert (charge.status, charge.reason) == (Charge.Status.ERROR, services.CHARGE_RECONCILED_NOT_FOUND)
+    assert (charge.status, charge.reason) == (Charge.Status.ERROR, reconciliation.CHARGE_RECONCILED_NOT_FOUND)
 
     gateway_charge(charge)  # the gateway approves it after all
     report = charge_reconcile_stale(older_than=0)
@@ -403,7 +408,7 @@ def test_an_approval_found_after_reconciliation_closed_the_charge_marks_it_for_r
     charge.refresh_from_db()
     assert (charge.status, charge.reason, charge.reference) == (
         Charge.Status.ABANDONED,
-        services.CHARGE_RECONCILED_APPROVED_LATE,
+        reconciliation.CHARGE_RECONCILED_APPROVED_LATE,
         SimulatedGateway.reference_of(charge.idempotency_key),
     )
     assert Charge.objects.to_refund().get() == charge
@@ -465,10 +470,10 @@ def test_a_timed_out_payment_the_gateway_approved_is_marked_for_refund(settings,
     charge.refresh_from_db()
     assert (charge.status, charge.reason) == (
         Charge.Status.ABANDONED,
-        services.CHARGE_RECONCILED_APPROVED_LATE,
+        reconciliation.CHARGE_RECONCILED_APPROVED_LATE,
     )
     assert not PaymentRecord.objects.exists()
-    assert not payment_blocks_cancel(order_id=order.order_id)
+    assert not order_held_by_payment(order_id=order.order_id)
 
 
 def test_reconciliation_scans_are_served_by_their_partial_indexes():
@@ -632,14 +637,14 @@ def test_an_approval_after_reconciliation_closed_the_charge_is_marked_for_refund
         thread.join(timeout=30)
 
     assert answers[0].status_code == 503
-    assert answers[0].json() == {"detail": services.PAYMENT_UNAVAILABLE}
+    assert answers[0].json() == {"detail": exceptions.PAYMENT_UNAVAILABLE}
     charge = Charge.objects.get(order_id=order.order_id)
     assert (charge.status, charge.reason) == (
         Charge.Status.ABANDONED,
-        services.CHARGE_ABANDONED_APPROVED_LATE,
+        charges.CHARGE_ABANDONED_APPROVED_LATE,
     )
     assert message_states(order.order_id) == []
-    assert not payment_blocks_cancel(order_id=order.order_id)
+    assert not order_held_by_payment(order_id=order.order_id)
 
 
 # --- the command and the schedule -------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 
 from notifications.tests.factories import NotificationProfileFactory
 from orders.tests.factories import OrderFactory, UserFactory
-from payments import services
+from payments import reconciliation
 from payments.gateways import SimulatedGateway
 from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
 from payments.schedule import ensure_periodic_tasks
@@ -41,7 +41,7 @@ if {die_after_approval!r}:
     def die_before_the_half_message(**kwargs):
         print("approved: the process dies before storing the half message", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    services._payment_message_send = die_before_the_half_message
+    services.payment_message_send = die_before_the_half_message
 if {die_on_the_answer!r}:
     gateway_charge = gateways.SimulatedGateway.charge
     def die_on_the_answer(self, **kwargs):
@@ -131,7 +131,7 @@ def test_killed_while_the_gateways_answer_is_on_its_way_is_completed_by_reconcil
     wait_for(lambda: app_worker.sms(order.order_id), what="the SMS")
     assert len(app_worker.sms(order.order_id)) == 1
     charge = Charge.objects.get(order_id=order.order_id)
-    assert charge.reason == services.CHARGE_RECONCILED_SENT.format(found="PENDING")
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_SENT.format(found="PENDING")
 
 
 def test_killed_after_the_gateway_approved_is_completed_by_reconciliation(
@@ -155,7 +155,7 @@ def test_killed_after_the_gateway_approved_is_completed_by_reconciliation(
     wait_for(lambda: app_worker.sms(order.order_id), what="the SMS")
     assert len(app_worker.sms(order.order_id)) == 1
     charge = Charge.objects.get(order_id=order.order_id)
-    assert charge.reason == services.CHARGE_RECONCILED_SENT.format(found="APPROVED")
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_SENT.format(found="APPROVED")
 
 
 def test_killed_while_the_gateways_decline_is_on_its_way_frees_the_order_which_then_pays_once(
@@ -286,7 +286,7 @@ def test_a_call_in_flight_then_the_payer_killed_after_approval_is_completed_by_r
     assert state["points_records"] == [99] and state["points"] == 99
     assert state["notifications"] == ["SENT"]
     charge = Charge.objects.get(order_id=order.order_id)
-    assert charge.reason == services.CHARGE_RECONCILED_SENT.format(found="APPROVED")
+    assert charge.reason == reconciliation.CHARGE_RECONCILED_SENT.format(found="APPROVED")
     wait_for(lambda: app_worker.sms(order.order_id), what="the SMS")
     assert len(app_worker.sms(order.order_id)) == 1
 
@@ -313,7 +313,9 @@ def test_an_approval_after_the_gateway_timeout_is_abandoned_although_the_payer_d
 
     wait_for(
         lambda: Charge.objects.filter(
-            order_id=order.order_id, status=Charge.Status.ERROR, reason=services.CHARGE_RECONCILED_NOT_FOUND
+            order_id=order.order_id,
+            status=Charge.Status.ERROR,
+            reason=reconciliation.CHARGE_RECONCILED_NOT_FOUND,
         ).exists(),
         timeout=30,
         what="reconciliation closing the charge as not found",
@@ -329,7 +331,7 @@ def test_an_approval_after_the_gateway_timeout_is_abandoned_although_the_payer_d
 
     charge = Charge.objects.get(order_id=order.order_id)
     assert (charge.reason, charge.reference) == (
-        services.CHARGE_RECONCILED_APPROVED_LATE,
+        reconciliation.CHARGE_RECONCILED_APPROVED_LATE,
         SimulatedGateway.reference_of(charge.idempotency_key),
     )
     state = effects(order.order_id)
@@ -420,7 +422,7 @@ def test_a_host_five_minutes_behind_settles_a_stale_charge_on_time(processes):
     charge.refresh_from_db()
     assert (charge.status, charge.reason) == (
         Charge.Status.RECORDED,
-        services.CHARGE_RECONCILED_SENT.format(found="PENDING"),
+        reconciliation.CHARGE_RECONCILED_SENT.format(found="PENDING"),
     )
     assert PaymentRecord.objects.filter(order_id=order.order_id).count() == 1
     assert effects(order.order_id)["messages"] == ["COMMITTED"]

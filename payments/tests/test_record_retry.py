@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from orders.tests.factories import OrderFactory
-from payments import services
+from payments import recording
 from payments.tests.fixtures import effects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +34,7 @@ def test_a_session_cut_inside_the_local_transaction_is_retried_and_the_payment_c
     client_for, monkeypatch, broker_env, caplog
 ):
     order = OrderFactory(amount="42.00")
-    original = services._payment_record
+    original = recording._payment_record
     tries = []
 
     def cut_on_the_first_try(message, intent):
@@ -44,7 +44,7 @@ def test_a_session_cut_inside_the_local_transaction_is_retried_and_the_payment_c
             cut_own_session()  # the next statement of this try fails: the session is gone
         return original(message, intent)
 
-    monkeypatch.setattr(services, "_payment_record", cut_on_the_first_try)
+    monkeypatch.setattr(recording, "_payment_record", cut_on_the_first_try)
     response = client_for(order.user).post(
         "/api/payments/", {"order_id": order.order_id, "amount": "42.00"}, format="json"
     )
@@ -64,7 +64,7 @@ def test_a_session_lost_for_longer_than_the_retry_bound_answers_unknown(
 ):
     settings.PAYMENTS_RECORD_RETRY_SECONDS = 0.5
     order = OrderFactory(amount="43.00")
-    original = services._payment_record
+    original = recording._payment_record
     tries = []
 
     def always_cut(message, intent):
@@ -73,7 +73,7 @@ def test_a_session_lost_for_longer_than_the_retry_bound_answers_unknown(
         cut_own_session()
         return original(message, intent)
 
-    monkeypatch.setattr(services, "_payment_record", always_cut)
+    monkeypatch.setattr(recording, "_payment_record", always_cut)
     response = client_for(order.user).post(
         "/api/payments/", {"order_id": order.order_id, "amount": "43.00"}, format="json"
     )

@@ -116,7 +116,7 @@ class Command(BaseCommand):
         """A redis-server of the bench's own (harness.procs), made this process's broker and
         its children's (they get ``settings.CELERY_BROKER_URL`` in their environment) until
         the returned server is stopped."""
-        from harness.procs import RedisServer
+        from harness.services import RedisServer
 
         server = RedisServer(work_dir)
         previous = settings.CELERY_BROKER_URL

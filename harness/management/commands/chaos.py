@@ -28,7 +28,8 @@ from django.core.management.base import BaseCommand, CommandError
 from harness.chaos.faults import FAULT_KINDS, FaultPlan, parse_fault_kinds
 from harness.chaos.report import combined, false_rollback_lines, table, write_json
 from harness.chaos.runner import DEFAULT_FAULT_POINTS, DESIGNS, FAST_RECONCILE_ENV, RunOptions, run_design
-from harness.procs import ROOT, PrivatePostgres, RedisServer, database_drop, database_recreate, service_env
+from harness.procs import ROOT, service_env
+from harness.services import PrivatePostgres, RedisServer, database_drop, database_recreate
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/txbroker_chaos"
 CHAOS_DATABASE_REFUSED = "the chaos run drops its database: its name must contain 'chaos', not {name!r}"
@@ -214,7 +215,7 @@ class Command(BaseCommand):
         run_dir.mkdir(parents=True, exist_ok=True)
         database_recreate(database_url)
         if redis_server is not None:
-            from harness.procs import redis_wipe
+            from harness.services import redis_wipe
 
             redis_wipe(redis_url, whole_server=True)
         report_path = run_dir / "report.json"

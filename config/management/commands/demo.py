@@ -27,8 +27,9 @@ from notifications.models import Notification
 from notifications.services import phone_set_verified
 from orders.models import Order
 from orders.services import order_create
+from payments.exceptions import PaymentDeclined, PaymentError
 from payments.models import Charge, PaymentRecord
-from payments.services import PaymentDeclined, PaymentError, payment_pay
+from payments.services import payment_pay
 from points.models import PointsRecord, UserPoints
 from points.services import points_for_amount
 from txbroker.models import Delivery, Message
