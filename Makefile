@@ -12,7 +12,7 @@ DEMO_PASSWORD ?= admin-demo-password
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run setup test fuzz lint chaos bench bench-db bench-embedded bench-history bench-memory clean
+.PHONY: run setup test test-txbroker fuzz lint chaos bench bench-db bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev lint
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make test-txbroker`: txbroker's own tests alone, on txbroker's test project
+# (txbroker/tests/project, txbroker/tests/standalone.ini): none of the application's apps or
+# settings. `make test` runs them too, under the project's settings.
+test-txbroker: $(VENV)/.dev
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
+		$(BIN)/python -m pytest -c txbroker/tests/standalone.ini txbroker/tests $(PYTEST_ARGS)
 
 # `make fuzz`: the property-based tests (schemathesis on every API operation, hypothesis)
 # with a random seed and FUZZ_MAX_EXAMPLES examples per operation (or test); not part of

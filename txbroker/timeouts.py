@@ -10,6 +10,12 @@ timeout, a bug). txbroker bounds each call twice:
   transaction (:func:`bound_transaction`): a statement blocked inside the driver cannot
   be interrupted from Python, but the server cancels it.
 
+psycopg2 waits for a statement's result in C, where no Python signal handler runs: the
+alarm is handled once the server has answered. psycopg 3 waits in Python, so the alarm can
+land mid-statement; raising there would leave the session stuck in its statement (and the
+transaction unusable), so the alarm asks the server to cancel the statement instead, and
+the driver raises ``QueryCanceled``, the database's own answer to a bound.
+
 Celery's soft time limit (``SoftTimeLimitExceeded``) ends the task's work; it is never
 taken for a checker's or handler's own failure (:data:`STOP_EXCEPTIONS`).
 """
@@ -21,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from django.db import connections
 
@@ -60,8 +66,14 @@ def time_limit(seconds: float, make_error: Callable[[], BaseException]) -> Itera
     state = {"armed": True}
 
     def on_alarm(signum, frame) -> None:
-        if state["armed"]:
-            raise make_error()
+        if not state["armed"]:
+            return
+        if _cancel_running_statements():
+            # The driver raises the cancellation; should the statement finish first, the
+            # alarm comes back in a moment and raises.
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        raise make_error()
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -75,6 +87,26 @@ def time_limit(seconds: float, make_error: Callable[[], BaseException]) -> Itera
         if outer_left:
             # What is left of the outer limit (at least a moment: it is due, let it fire).
             signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 0.001))
+
+
+_TRANSACTION_ACTIVE = 1  # libpq's PQTRANS_ACTIVE: a statement is in progress
+
+
+def _cancel_running_statements() -> bool:
+    """Ask the server to cancel the statement in progress on this thread's connections, if
+    any (only psycopg 3 can be found in one by a signal handler); whether it asked."""
+    asked = False
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        info = getattr(raw, "info", None)
+        if connection.vendor != "postgresql" or info is None:
+            continue
+        with suppress(Exception):  # a session already gone has nothing to cancel
+            if info.transaction_status == _TRANSACTION_ACTIVE:
+                cancel = getattr(raw, "cancel_safe", None) or raw.cancel
+                cancel()
+                asked = True
+    return asked
 
 
 def bound_transaction(alias: str, seconds: float) -> None:

@@ -26,3 +26,5 @@ PAYMENTS_ALLOW_SIMULATED_GATEWAY = env.bool("PAYMENTS_ALLOW_SIMULATED_GATEWAY", 
 NOTIFICATIONS_ALLOW_CONSOLE_SMS = env.bool("NOTIFICATIONS_ALLOW_CONSOLE_SMS", default=True)
 # Quiet unless something is wrong.
 LOGGING = {**LOGGING, "root": {**LOGGING["root"], "level": env.str("DJANGO_LOG_LEVEL", default="WARNING")}}
+# The Celery app (``celery -A``) of the worker and beat processes txbroker's tests start.
+TXBROKER_TESTS_CELERY_APP = "config"

@@ -1,8 +1,13 @@
 """Real processes for integration tests: Celery workers and beat against the test database
-and Redis, plus polling helpers. Never a bare sleep: wait for a condition with a deadline."""
+and Redis, plus polling helpers. Never a bare sleep: wait for a condition with a deadline.
+
+The processes run the settings module this test session runs (``DJANGO_SETTINGS_MODULE``:
+txbroker's own test project, or the project's test settings when the whole suite runs) and
+that settings' Celery app (``TXBROKER_TESTS_CELERY_APP``, the module ``celery -A`` loads)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -15,8 +20,9 @@ import redis as redis_lib
 from django.conf import settings
 from django.db import connection
 
-from harness.procs import Proc, wait_until, worker_argv
+from txbroker.testing import Proc, wait_until, worker_argv
 
+# The folder that holds the txbroker package (the repository's root in a checkout).
 ROOT = Path(__file__).resolve().parents[2]
 
 # Short intervals so that retries, checks and sweeps happen within a test's patience.
@@ -48,6 +54,24 @@ def test_database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{params['NAME']}"
 
 
+def celery_app() -> str:
+    """The module ``celery -A`` loads for the settings under test."""
+    return settings.TXBROKER_TESTS_CELERY_APP
+
+
+def settings_module() -> str:
+    """The settings module of this test session (pytest-django puts ``--ds`` there;
+    ``settings.SETTINGS_MODULE`` is None while a test overrides settings)."""
+    return os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE
+
+
+def project_dir() -> Path:
+    """Where child processes start: the folder holding the settings module's top package,
+    so that ``celery -A`` and ``python -m django`` import it."""
+    top = importlib.import_module(settings_module().partition(".")[0])
+    return Path(top.__file__).resolve().parent.parent
+
+
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FAST_BROKER_ENV)
@@ -55,12 +79,18 @@ def child_env(**extra: str) -> dict[str, str]:
         {
             "DATABASE_URL": test_database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DJANGO_SETTINGS_MODULE": settings_module(),
             "PYTHONUNBUFFERED": "1",
         }
     )
     env.update(extra)
     return env
+
+
+def manage_argv(*args: str) -> list[str]:
+    """A management command in a child process (``python -m django``: the settings module
+    comes from :func:`child_env`)."""
+    return [sys.executable, "-m", "django", *args]
 
 
 def skewed(argv: list[str], offset_seconds: float) -> list[str]:
@@ -82,10 +112,10 @@ def start_worker(
     log_dir: Path, name: str = "worker", concurrency: int = 2, *, clock_offset: float = 0, **env: str
 ) -> Proc:
     # INFO: the test waits for Celery's "ready." line.
-    argv = worker_argv(name=name, concurrency=concurrency, loglevel="INFO")
+    argv = worker_argv(app=celery_app(), name=name, concurrency=concurrency, loglevel="INFO")
     if clock_offset:
         argv, env = skewed(argv, clock_offset), {**FAKETIME_ENV, **env}
-    proc = Proc(name, argv, child_env(**env), log_dir)
+    proc = Proc(name, argv, child_env(**env), log_dir, cwd=project_dir())
     wait_for(
         lambda: "ready." in proc.log() or proc.popen.poll() is not None, timeout=60, what=f"{name} ready"
     )
@@ -102,13 +132,13 @@ def start_beat(log_dir: Path, **env: str) -> Proc:
         "-m",
         "celery",
         "-A",
-        "config",
+        celery_app(),
         "beat",
         "--loglevel=INFO",
         f"--schedule={log_dir / 'beat-schedule'}",
         "--max-interval=1",
     ]
-    return Proc("beat", argv, child_env(**env), log_dir)
+    return Proc("beat", argv, child_env(**env), log_dir, cwd=project_dir())
 
 
 @pytest.fixture
@@ -122,7 +152,7 @@ def redis_client() -> Iterator[redis_lib.Redis]:
 def broker_setting(monkeypatch, settings) -> Callable[[str, Optional[str]], None]:
     """``broker_setting(name, value)`` for this test: a ``TXBROKER_*`` Django setting in this
     process (txbroker reads settings only) and the environment variable of the same name for
-    the processes the test starts (``config.settings`` maps it onto theirs); ``None`` goes
+    the processes the test starts (their settings map it onto theirs); ``None`` goes
     back to the default. Both are restored after the test."""
 
     def put(name: str, value: Optional[str]) -> None:
@@ -173,7 +203,7 @@ def processes(tmp_path) -> Iterator[Callable[..., Proc]]:
     started: list[Proc] = []
 
     def start(name: str, argv: list[str], **env: str) -> Proc:
-        proc = Proc(name, argv, child_env(**env), tmp_path)
+        proc = Proc(name, argv, child_env(**env), tmp_path, cwd=project_dir())
         started.append(proc)
         return proc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import timedelta
 from io import StringIO
 
@@ -19,7 +18,7 @@ from txbroker.selectors import stats
 from txbroker.tests import operator_data
 from txbroker.tests.helpers import deliveries, record_locally, send
 from txbroker.tests.operator_data import make_committed, make_dead, make_discarded, make_rolled_back
-from txbroker.tests.processes import ROOT, child_env
+from txbroker.tests.processes import child_env, manage_argv, project_dir
 from txbroker.tests.support.checkers import producer
 from txbroker.tests.support.models import Plan
 
@@ -241,8 +240,8 @@ def test_purge_bad_input_is_a_command_error(world, args, error):
 
 def test_bad_input_exits_non_zero_from_the_shell(transactional_db):
     result = subprocess.run(
-        [sys.executable, "manage.py", "txbroker_purge", "--older-than", "soon"],
-        cwd=ROOT,
+        manage_argv("txbroker_purge", "--older-than", "soon"),
+        cwd=project_dir(),
         env=child_env(),
         capture_output=True,
         text=True,
@@ -251,8 +250,8 @@ def test_bad_input_exits_non_zero_from_the_shell(transactional_db):
     assert result.returncode != 0
     assert "CommandError: --older-than: not a duration: 'soon'" in result.stderr
     missing = subprocess.run(
-        [sys.executable, "manage.py", "txbroker_purge"],
-        cwd=ROOT,
+        manage_argv("txbroker_purge"),
+        cwd=project_dir(),
         env=child_env(),
         capture_output=True,
         text=True,

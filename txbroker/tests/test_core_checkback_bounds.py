@@ -4,13 +4,11 @@ Celery's soft time limit never taken as an answer."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 
-import psycopg2
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 from django.db import connection
@@ -20,8 +18,9 @@ from txbroker import LocalTransactionState
 from txbroker.checkback import check_pass
 from txbroker.models import Message, TraceEvent
 from txbroker.registry import registry
+from txbroker.testing import side_connection
 from txbroker.tests.helpers import send, state_of
-from txbroker.tests.processes import wait_for
+from txbroker.tests.processes import manage_argv, wait_for
 from txbroker.tests.support.checkers import PRODUCER_GROUP, check
 from txbroker.tests.support.models import Plan
 
@@ -84,7 +83,7 @@ def test_a_checker_waiting_on_a_lock_is_cut_by_the_database_at_the_check_timeout
     Plan.objects.create(key="locked", check_answer="LOCK")  # SELECT ... FOR UPDATE of its plan row
     locked = unknown("locked")
     fine = unknown("free")
-    holder = psycopg2.connect(**connection.get_connection_params())
+    holder = side_connection()
     try:
         with holder.cursor() as cursor:  # another session holds the plan row (a frozen producer)
             cursor.execute("SELECT 1 FROM txbroker_support_plan WHERE key = 'locked' FOR UPDATE")
@@ -118,7 +117,7 @@ def test_a_settled_message_is_committed_while_a_later_checker_still_blocks(
     Message.objects.filter(pk=third).update(created_at=timezone.now() - timedelta(minutes=1))
     checker = processes(
         "check-pass",
-        [sys.executable, "manage.py", "txbroker_check"],
+        manage_argv("txbroker_check"),
         TXBROKER_CHECK_TIMEOUT="6",
         TXBROKER_CHECK_INTERVAL="30",
     )

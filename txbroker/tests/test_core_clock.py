@@ -6,7 +6,6 @@ retry due minutes early or late."""
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,15 @@ from django.utils import timezone
 from txbroker import dbtime, delivery
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.tests.helpers import send, state_of
-from txbroker.tests.processes import FAKETIME_ENV, child_env, skewed, start_worker, wait_for
+from txbroker.tests.processes import (
+    FAKETIME_ENV,
+    child_env,
+    manage_argv,
+    project_dir,
+    skewed,
+    start_worker,
+    wait_for,
+)
 from txbroker.tests.support.models import Plan
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.slow]
@@ -26,11 +33,14 @@ SKEWS = [pytest.param(300, id="5-minutes-ahead"), pytest.param(-300, id="5-minut
 def manage_skewed(command: str, offset: float, **env: str) -> None:
     import subprocess
 
-    from harness.procs import ROOT
-
-    argv = skewed([sys.executable, "manage.py", command], offset)
+    argv = skewed(manage_argv(command), offset)
     result = subprocess.run(
-        argv, cwd=ROOT, env=child_env(**FAKETIME_ENV, **env), capture_output=True, text=True, timeout=60
+        argv,
+        cwd=project_dir(),
+        env=child_env(**FAKETIME_ENV, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 import pytest
@@ -14,7 +13,7 @@ from django.utils import timezone
 
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.tests.helpers import deliveries, effects, state_of
-from txbroker.tests.processes import start_worker, wait_for
+from txbroker.tests.processes import manage_argv, start_worker, wait_for
 from txbroker.tests.support.models import Attempt, Effect, LocalRecord, Plan
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -23,7 +22,7 @@ ALL_GROUPS = {"test_all_group": 1, "test_pay_group": 1, "test_refund_group": 1}
 
 
 def shell(code: str) -> list[str]:
-    return [sys.executable, "manage.py", "shell", "-c", code]
+    return manage_argv("shell", "-c", code)
 
 
 def message_for(key: str):

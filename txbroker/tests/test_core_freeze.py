@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 import pytest
 
 from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.tests.helpers import deliveries, send, state_of
-from txbroker.tests.processes import start_worker, wait_for
+from txbroker.tests.processes import manage_argv, start_worker, wait_for
 from txbroker.tests.support.models import Attempt, Effect, LocalRecord, Plan, Shared
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.slow]
@@ -32,7 +31,7 @@ BOUNDS = {
 
 
 def shell(code: str) -> list[str]:
-    return [sys.executable, "manage.py", "shell", "-c", code]
+    return manage_argv("shell", "-c", code)
 
 
 def freeze(pid: int) -> float:
@@ -142,7 +141,7 @@ def test_a_check_pass_frozen_in_a_checker_leaves_the_message_to_another_pass(pro
     Plan.objects.create(key="slow-check", check_answer="SLEEP", sleep_seconds=3)
     message = send("slow-check", answer="UNKNOWN", check_immunity_seconds=0).msg_id  # its record exists
     env = {**BOUNDS, "TXBROKER_CHECK_TIMEOUT": "5", "TXBROKER_CHECK_INTERVAL": "1"}  # a 6 s lease
-    first = processes("check-1", [sys.executable, "manage.py", "txbroker_check"], **env)
+    first = processes("check-1", manage_argv("txbroker_check"), **env)
     wait_for(
         lambda: Attempt.objects.filter(key="slow-check", consumer_group="checker").exists(),
         what="the checker inside its transaction",
@@ -154,9 +153,7 @@ def test_a_check_pass_frozen_in_a_checker_leaves_the_message_to_another_pass(pro
 
         def another_pass() -> bool:
             second_runs.append(
-                processes(
-                    f"check-{len(second_runs) + 2}", [sys.executable, "manage.py", "txbroker_check"], **env
-                )
+                processes(f"check-{len(second_runs) + 2}", manage_argv("txbroker_check"), **env)
             )
             second_runs[-1].popen.wait(60)
             return state_of(message) == "COMMITTED"

@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 
-import psycopg2
 import pytest
 from django.db import connection
 
@@ -33,13 +32,14 @@ class Terminator:
 
     def __init__(self) -> None:
         self.spared = connection.cursor().connection.info.backend_pid
+        self.driver = connection.Database  # psycopg 3 or psycopg2, as Django's
         self.params = connection.get_connection_params()
         self.terminated = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        side = psycopg2.connect(**self.params)
+        side = self.driver.connect(**self.params)
         side.autocommit = True
         try:
             with side.cursor() as cursor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 from django.db import connections
@@ -22,7 +21,7 @@ from txbroker import LocalTransactionState, metrics, views
 from txbroker.db import broker_db
 from txbroker.tests import operator_data
 from txbroker.tests.helpers import deliveries, send
-from txbroker.tests.processes import ROOT, child_env, start_worker, wait_for
+from txbroker.tests.processes import child_env, manage_argv, project_dir, start_worker, wait_for
 from txbroker.tests.support.models import Plan
 
 plain_http = operator_data.plain_http
@@ -306,8 +305,8 @@ def healthz_in_a_process(*, staff: bool, **env: str) -> dict[str, dict]:
     (``staff``) as the staff user the test made."""
     code = HEALTHZ_SCRIPT.replace("STAFF", str(staff))
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=ROOT,
+        manage_argv("shell", "--no-imports", "-c", code),
+        cwd=project_dir(),
         env=child_env(**env),
         capture_output=True,
         text=True,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 
-import psycopg2
 from django.db import connection
 from django.db.models import F
 
 from txbroker import ConsumedMessage, consumer
+from txbroker.testing import side_connection
 
 from .models import Effect, Plan, Shared
 
@@ -20,13 +20,16 @@ def note_attempt(key: str, group: str) -> None:
     """Commit the attempt on a separate connection, so it survives a rollback or a kill."""
     if connection.vendor != "postgresql":
         return
-    params = connection.get_connection_params()
-    with psycopg2.connect(**params) as side, side.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO txbroker_support_attempt (key, consumer_group, pid, at) VALUES (%s, %s, %s, now())",
-            [key, group, os.getpid()],
-        )
-    side.close()
+    side = side_connection()
+    try:
+        with side.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO txbroker_support_attempt (key, consumer_group, pid, at) VALUES (%s, %s, %s, now())",
+                [key, group, os.getpid()],
+            )
+        side.commit()
+    finally:
+        side.close()
 
 
 def _effect(message: ConsumedMessage) -> None:

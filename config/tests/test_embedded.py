@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.procs import free_port
+from txbroker.testing import free_port
 from txbroker.tests.processes import FAST_BROKER_ENV, ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
