@@ -31,50 +31,60 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from django.core.exceptions import ImproperlyConfigured
 
 from txbroker.conf import txsettings
 from txbroker.selectors import stats
 
+try:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.registry import Collector
+except ImportError:  # the `metrics` extra is not installed: nothing is recorded, no /metrics
+    ENABLED = False
+    Collector = object
+else:
+    ENABLED = True
+
 logger = logging.getLogger("txbroker.metrics")
 
-# Recorded metrics live in their own registry; /metrics adds the database gauges to them.
-RECORDED = CollectorRegistry(auto_describe=True)
 
-CHECKS = Counter(
-    "txbroker_checks",
-    "Check-backs that asked a checker, by its answer (COMMIT, ROLLBACK, UNKNOWN).",
-    ["answer"],
-    registry=RECORDED,
-)
-DISCARDS = Counter(
-    "txbroker_discards",
-    "HALF messages parked as DISCARDED after TXBROKER_CHECK_MAX checks answered UNKNOWN.",
-    registry=RECORDED,
-)
-DELIVERY_ATTEMPTS = Counter(
-    "txbroker_delivery_attempts",
-    "Delivery attempts by consumer group and outcome (SUCCEEDED, RETRY, DEAD).",
-    ["consumer_group", "outcome"],
-    registry=RECORDED,
-)
-HANDLER_DURATION = Histogram(
-    "txbroker_handler_duration_seconds",
-    "Time a consumer handler took, with its delivery transaction.",
-    ["consumer_group"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-    registry=RECORDED,
-)
-COMMIT_TO_CONSUMED = Histogram(
-    "txbroker_commit_to_consumed_seconds",
-    "From a message's commit to its successful consumption by a group.",
-    ["consumer_group"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200, 21600),
-    registry=RECORDED,
-)
+if ENABLED:
+    # Recorded metrics live in their own registry; /metrics adds the database gauges to them.
+    RECORDED = CollectorRegistry(auto_describe=True)
+
+    CHECKS = Counter(
+        "txbroker_checks",
+        "Check-backs that asked a checker, by its answer (COMMIT, ROLLBACK, UNKNOWN).",
+        ["answer"],
+        registry=RECORDED,
+    )
+    DISCARDS = Counter(
+        "txbroker_discards",
+        "HALF messages parked as DISCARDED after TXBROKER_CHECK_MAX checks answered UNKNOWN.",
+        registry=RECORDED,
+    )
+    DELIVERY_ATTEMPTS = Counter(
+        "txbroker_delivery_attempts",
+        "Delivery attempts by consumer group and outcome (SUCCEEDED, RETRY, DEAD).",
+        ["consumer_group", "outcome"],
+        registry=RECORDED,
+    )
+    HANDLER_DURATION = Histogram(
+        "txbroker_handler_duration_seconds",
+        "Time a consumer handler took, with its delivery transaction.",
+        ["consumer_group"],
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        registry=RECORDED,
+    )
+    COMMIT_TO_CONSUMED = Histogram(
+        "txbroker_commit_to_consumed_seconds",
+        "From a message's commit to its successful consumption by a group.",
+        ["consumer_group"],
+        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200, 21600),
+        registry=RECORDED,
+    )
 
 # CheckReport outcomes -> the checker's answer ("NO_CHECKER" is not a check).
 _ANSWER_OF_OUTCOME = {
@@ -87,6 +97,8 @@ _ANSWER_OF_OUTCOME = {
 
 def observe_check_pass(outcomes: Mapping[str, int]) -> None:
     """Count one check pass's answers (``CheckReport.outcomes``)."""
+    if not ENABLED:
+        return
     try:
         for outcome, n in outcomes.items():
             answer = _ANSWER_OF_OUTCOME.get(outcome)
@@ -107,6 +119,8 @@ def observe_delivery(
 ) -> None:
     """Count one finished delivery attempt, its handler's time and, when it succeeded, the
     time from the message's commit to its consumption (both database times)."""
+    if not ENABLED:
+        return
     try:
         DELIVERY_ATTEMPTS.labels(consumer_group, status).inc()
         HANDLER_DURATION.labels(consumer_group).observe(elapsed_ms / 1000)
@@ -119,6 +133,8 @@ def observe_delivery(
 
 def observe_worker_lost(consumer_group: str, status: str) -> None:
     """Count an attempt whose worker died or froze during the handler (taken back)."""
+    if not ENABLED:
+        return
     try:
         DELIVERY_ATTEMPTS.labels(consumer_group, status).inc()
     except Exception:  # metrics never break the broker
@@ -197,4 +213,6 @@ class _Recorded(Collector):
 def exposition() -> bytes:
     """Every metric in Prometheus text format: the recorded ones (of every process, in
     multiprocess mode) and the database gauges."""
+    if not ENABLED:
+        raise ImproperlyConfigured("/metrics needs prometheus-client: pip install django-txbroker[metrics]")
     return generate_latest(_registry())

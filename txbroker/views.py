@@ -17,7 +17,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from txbroker import health, metrics
 
@@ -59,6 +58,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     refused = metrics_refusal(request)
     if refused is not None:
         return refused
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST  # the `metrics` extra
+
     return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from django.db import connections
@@ -341,3 +342,29 @@ def test_a_database_outage_is_503_with_the_status_only(transactional_db):
     public = answers["public"]
     assert (public["status"], public["body"]) == (503, {"status": "unavailable"})
     assert not any(word in public["text"] for word in REVEALING), public["text"]
+
+
+WITHOUT_PROMETHEUS = """
+import sys
+sys.modules["prometheus_client"] = None  # not installed: importing it raises ImportError
+import django
+django.setup()
+from txbroker import checkback, delivery, metrics
+metrics.observe_delivery("g", "SUCCEEDED", 1.0)
+metrics.observe_check_pass({"COMMITTED": 1})
+print("ENABLED", metrics.ENABLED)
+"""
+
+
+def test_the_broker_runs_without_prometheus_client_and_records_nothing(db):
+    """prometheus-client is the `metrics` extra: the core imports and records without it."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROMETHEUS],
+        cwd=project_dir(),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "ENABLED False"
