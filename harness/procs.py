@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
+
+from txbroker import testing
+from txbroker.testing import free_port, wait_until
+
+__all__ = ["CHAOS_BROKER_ENV", "ROOT", "Proc", "free_port", "wait_until", "worker_argv"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Short broker intervals: a crash is settled within seconds, not RocketMQ's minutes.
-FAST_BROKER_ENV = {
+# The chaos and bench processes' broker intervals: a crash is settled within seconds, not
+# RocketMQ's minutes (txbroker's own tests use shorter ones, txbroker.tests.processes).
+CHAOS_BROKER_ENV = {
     "TXBROKER_CHECK_INTERVAL": "1",
     "TXBROKER_TRANSACTION_TIMEOUT": "2",
     "TXBROKER_SWEEP_INTERVAL": "1",
@@ -34,66 +36,12 @@ FAST_BROKER_ENV = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or predicate}; last: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --- processes --------------------------------------------------------------------------------
-class Proc:
-    """A child process in its own process group, its output in ``<log_dir>/<name>.log``.
-
-    Under ``faketime`` (see :func:`faketime_argv`) the group's leader is faketime, which
-    forks the real program and waits for it: :attr:`main_pid` is the program's pid, and
-    :meth:`children` are the program's children (a Celery worker's pool processes)."""
+class Proc(testing.Proc):
+    """txbroker's test process (:class:`txbroker.testing.Proc`), started in the repository's
+    root, that can also list every live process of its group."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._wrapped = Path(argv[0]).name == "faketime"
-        self._main_pid: int | None = None
-        self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def main_pid(self) -> int:
-        """The program's pid: the group leader's, or faketime's child once it forked."""
-        if not self._wrapped:
-            return self.pid
-        if self._main_pid is None:
-            kids = _children_of(self.pid)
-            if not kids:
-                return self.pid
-            self._main_pid = kids[0]
-        return self._main_pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def children(self) -> list[int]:
-        main = self.main_pid
-        return [] if self._wrapped and main == self.pid else _children_of(main)
+        super().__init__(name, argv, env, log_dir, cwd=ROOT)
 
     def group_pids(self) -> list[int]:
         """Every live process of this group (children whose parent died included)."""
@@ -107,42 +55,6 @@ class Proc:
             except (ProcessLookupError, PermissionError):
                 continue
         return pids
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (what a supervisor does when the main process died)."""
-        self.signal_group(signal.SIGKILL)
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self._log.close()
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM (a warm shutdown), then SIGKILL after ``timeout``."""
-        if self.alive():
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.signal_group(signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        else:
-            self.signal_group(signal.SIGKILL)  # children left behind by a killed leader
-        self._log.close()
-
-
-def _children_of(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 # Python 3.11's time.sleep() is clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME), which
@@ -179,7 +91,7 @@ def service_env(
         for key, value in os.environ.items()
         if not key.startswith(("TXBROKER_", "DJANGO_", "PAYMENTS_", "NOTIFICATIONS_"))
     }
-    env.update(FAST_BROKER_ENV)
+    env.update(CHAOS_BROKER_ENV)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -240,22 +152,11 @@ def start_gunicorn(
 def worker_argv(
     *, name: str, concurrency: int, loglevel: str = "WARNING", extra: tuple[str, ...] = ()
 ) -> list[str]:
-    """``celery -A config worker`` with a prefork pool, as every harness and test starts it."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        f"--loglevel={loglevel}",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "--without-mingle",
-        "--without-gossip",
-        f"--hostname={name}-{os.getpid()}@%h",
-        *extra,
-    ]
+    """``celery -A config worker`` (:func:`txbroker.testing.worker_argv`), as every harness and
+    test starts it."""
+    return testing.worker_argv(
+        app="config", name=name, concurrency=concurrency, loglevel=loglevel, extra=extra
+    )
 
 
 def start_worker(

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from txbroker.testing import free_port
-from txbroker.tests.processes import FAST_BROKER_ENV, ROOT, wait_for
+from txbroker.tests.processes import ROOT, TEST_BROKER_ENV, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def embedded_env(var_dir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
-    env.update(FAST_BROKER_ENV)
+    env.update(TEST_BROKER_ENV)
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         DJANGO_VAR_DIR=str(var_dir),

@@ -17,7 +17,7 @@ from harness.chaos.faults import FaultPlan
 from harness.chaos.history import ProcessHistory, death_counts, read_logs
 from harness.chaos.injector import Injector
 from harness.chaos.load import plan_payments, run_load
-from harness.procs import FAST_BROKER_ENV, service_env
+from harness.procs import CHAOS_BROKER_ENV, service_env
 from harness.services import PrivatePostgres
 
 DESIGNS = ("txbroker", "naive")
@@ -68,7 +68,7 @@ def settle_bound(plan: FaultPlan | None = None) -> float:
     timeout, a sweep and a retry delay): past this, what is not settled is stuck."""
     from txbroker.conf import parse_duration, parse_durations, txsettings
 
-    env = FAST_BROKER_ENV
+    env = CHAOS_BROKER_ENV
     delays = parse_durations(env["TXBROKER_RETRY_DELAYS"])
     bound = (
         float(FAST_RECONCILE_ENV["PAYMENTS_CHARGE_RECONCILE_AFTER"])

@@ -26,7 +26,7 @@ from txbroker.testing import Proc, wait_until, worker_argv
 ROOT = Path(__file__).resolve().parents[2]
 
 # Short intervals so that retries, checks and sweeps happen within a test's patience.
-FAST_BROKER_ENV = {
+TEST_BROKER_ENV = {
     "TXBROKER_CHECK_INTERVAL": "1",
     "TXBROKER_TRANSACTION_TIMEOUT": "1",
     "TXBROKER_SWEEP_INTERVAL": "1",
@@ -74,7 +74,7 @@ def project_dir() -> Path:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(FAST_BROKER_ENV)
+    env.update(TEST_BROKER_ENV)
     env.update(
         {
             "DATABASE_URL": test_database_url(),
@@ -171,9 +171,9 @@ def broker_setting(monkeypatch, settings) -> Callable[[str, Optional[str]], None
 @pytest.fixture
 def broker_env(broker_setting) -> dict[str, str]:
     """The fast TXBROKER_* intervals in this process too."""
-    for key, value in FAST_BROKER_ENV.items():
+    for key, value in TEST_BROKER_ENV.items():
         broker_setting(key, value)
-    return FAST_BROKER_ENV
+    return TEST_BROKER_ENV
 
 
 @pytest.fixture

@@ -290,7 +290,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _settings(options: dict) -> dict[str, Any]:
-        from harness.procs import FAST_BROKER_ENV
+        from harness.procs import CHAOS_BROKER_ENV
 
         return {
             **{
@@ -316,6 +316,6 @@ class Command(BaseCommand):
                     "worker_concurrency",
                 )
             },
-            "broker": FAST_BROKER_ENV,
+            "broker": CHAOS_BROKER_ENV,
             "reconciliation": FAST_RECONCILE_ENV,
         }
