@@ -1,11 +1,5 @@
-"""
-ASGI config for config project.
-
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
-"""
+"""The ASGI application (``config.asgi:application``): Django's, after
+:func:`config.serving.prepare_to_serve`."""
 
 import os
 
@@ -15,9 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_asgi_application()
 
-from config.embedded import prepare  # noqa: E402 - needs the settings loaded
-from config.serving import refuse_simulations, require_secret_key  # noqa: E402
+from config.serving import prepare_to_serve  # noqa: E402 - needs the settings loaded
 
-require_secret_key()
-refuse_simulations()
-prepare()
+prepare_to_serve()

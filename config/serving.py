@@ -40,3 +40,13 @@ def refuse_simulations() -> None:
     refusals = simulation_refusals()
     if refusals:
         raise ImproperlyConfigured(" ".join(refusals))
+
+
+def prepare_to_serve() -> None:
+    """What the WSGI and ASGI applications do once the settings are loaded: refuse to serve
+    without a secret key or with a simulation nobody allowed, and make the var folder."""
+    from config.embedded import prepare
+
+    require_secret_key()
+    refuse_simulations()
+    prepare()

@@ -292,30 +292,9 @@ class Command(BaseCommand):
     def _settings(options: dict) -> dict[str, Any]:
         from harness.procs import CHAOS_BROKER_ENV
 
+        # What the run was given (the report repeats it, so that a run can be repeated).
         return {
-            **{
-                k: options[k]
-                for k in (
-                    "payments",
-                    "concurrency",
-                    "seed",
-                    "faults",
-                    "fault_points",
-                    "kill_every",
-                    "redis_every",
-                    "pg_every",
-                    "freeze_every",
-                    "freeze_scale",
-                    "pg_crash_every",
-                    "pg_crash_down",
-                    "skew_seconds",
-                    "poison_share",
-                    "slow_check_share",
-                    "max_reconsume_times",
-                    "web_workers",
-                    "worker_concurrency",
-                )
-            },
+            **{k: options[k] for k in (*CHILD_OPTIONS, "max_reconsume_times")},
             "broker": CHAOS_BROKER_ENV,
             "reconciliation": FAST_RECONCILE_ENV,
         }
