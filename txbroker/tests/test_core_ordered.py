@@ -133,6 +133,9 @@ def test_after_dead_a_skip_group_goes_on_and_a_block_group_waits_for_an_operator
     assert [status(m, SKIP) for m in (d1, d2, d3)] == ["DEAD", "SUCCEEDED", "SUCCEEDED"]
     assert [status(m, BLOCK) for m in (d1, d2, d3)] == ["DEAD", "PENDING", "PENDING"]
     assert Delivery.objects.get(message_id=d2, consumer_group=BLOCK).attempts == 0
+    # Due, but held: the sweep enqueues no task for them (it would find nothing to claim).
+    assert Delivery.objects.due().filter(message_id__in=[d2, d3]).count() == 2
+    assert delivery.sweep().due == 0
 
     # The operator skips the dead one: the group goes on, in order.
     operations.skip(d1, group=BLOCK, actor="olga")
