@@ -160,3 +160,48 @@ def test_a_replayed_ordered_delivery_runs_again_before_the_rest_of_its_group():
     r3 = ordered("r-3", "r")
     operations.replay(r1, group=BLOCK, force=True, actor="olga")
     assert (r3, BLOCK) not in claimed_now() and (r1, BLOCK) in claimed_now()
+
+
+def test_concurrent_claimers_never_run_two_of_one_message_group_and_keep_its_order():
+    """Four threads claim and finish deliveries as fast as they can (one statement per
+    claim, SKIP LOCKED): within a consumer group, a message group never has two RUNNING
+    at once, and its deliveries finish in sequence order."""
+    for i in range(5):
+        for g in range(8):
+            ordered(f"c-{g}-{i}", f"c{g}")
+    finished: list[tuple[str, str, int]] = []
+    overlaps: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            idle = 0
+            while idle < 20:
+                token, claimed = claim_due(10)
+                idle = 0 if claimed else idle + 1
+                for d in reversed(claimed):  # finishing a batch out of order must not matter
+                    twins = Delivery.objects.filter(
+                        consumer_group=d.consumer_group, message_group=d.message_group, status="RUNNING"
+                    ).exclude(pk=d.pk)
+                    if twins.exists():
+                        overlaps.append((d.consumer_group, d.message_group))
+                    with lock:  # record and finish together: the record order is the finish order
+                        moved = Delivery.objects.filter(pk=d.pk, claim_token=token, status="RUNNING").update(
+                            status="SUCCEEDED", claim_token="", claimed_until=None
+                        )
+                        if moved:
+                            finished.append((d.consumer_group, d.message_group, d.sequence))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert overlaps == []
+    assert len(finished) == 5 * 8 * 2
+    for group in (SKIP, BLOCK):
+        for g in range(8):
+            sequences = [seq for cg, mg, seq in finished if cg == group and mg == f"c{g}"]
+            assert sequences == sorted(sequences) and len(sequences) == 5
