@@ -14,6 +14,13 @@ retries in place and holds its group), or DEAD when the consumer group's policy 
 statement (:func:`claim_sql_condition`), served by the partial index
 ``txb_dlv_ordered_open``; unordered deliveries (``message_group = ''``) skip it. Only the
 first unfinished delivery of a group can pass it, so a claim never takes two of one group.
+
+Cost: the claim scans due deliveries oldest first, so ordered deliveries held behind their
+group's head (a retrying or, with ``block``, DEAD one) are probed (one index probe each)
+by every claim that passes them. Measured: 10,000 held deliveries in 1,000 groups ahead of
+the plain ones cost a claim about 0.2 s; none held, nothing measurable. The sweep does not
+count held ones (it would enqueue tasks that find nothing). Parking held deliveries (due
+only once their predecessor finishes) would remove that cost; not done yet.
 """
 
 # S608: only table names from the models' metadata are formatted into SQL.
