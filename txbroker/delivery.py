@@ -46,6 +46,7 @@ from txbroker.exceptions import NoConsumer
 from txbroker.faults import fault_error, fault_point, poison_identity, poison_point
 from txbroker.metrics import observe_delivery
 from txbroker.models import Delivery
+from txbroker.ordering import claimable
 from txbroker.registry import Consumer, registry
 from txbroker.timeouts import STOP_EXCEPTIONS, TimeLimitExceeded, time_limit
 from txbroker.types import ConsumedMessage
@@ -281,7 +282,10 @@ def sweep(*, max_tasks: int = 64) -> SweepReport:
     db = broker_db()
     size = txsettings.BATCH_SIZE
     # Count only as far as the tasks we may enqueue cover (bounded, uses the partial index).
-    report.due = len(Delivery.objects.using(db).due().values_list("pk", flat=True)[: size * max_tasks])
+    # Ordered deliveries waiting behind an earlier one of their message group are not
+    # claimable: counting them would enqueue tasks that find nothing, every sweep.
+    due = Delivery.objects.using(db).due().filter(claimable(registry.groups_blocking_on_dead()))
+    report.due = len(due.values_list("pk", flat=True)[: size * max_tasks])
     tasks = min(max_tasks, -(-report.due // size))
     for _ in range(tasks):
         publish()

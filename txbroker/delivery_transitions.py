@@ -1,14 +1,20 @@
 """Every state move of a Delivery, each one conditional UPDATE (or a ``FOR UPDATE SKIP
 LOCKED`` claim), in this one place:
 
-    (message committed) --create--> PENDING, due now: one per subscribed consumer group
+    (message committed) --create--> PENDING, due now (or at its deliver_at): one per
+        subscribed consumer group, with the message's group and commit sequence
     PENDING | RETRY --claim--> RUNNING --start (attempt counted)--> handler
+        (ordered: only the first unfinished of its message group, see txbroker.ordering)
         handler --success--> SUCCEEDED
                 --failure--> RETRY (after a delay) | DEAD
     RUNNING, claim expired: never started --> RETRY, due now (attempts unchanged)
                             started, its worker died or froze --> RETRY (after a delay) | DEAD
     RUNNING, released (worker stopping), never started --> RETRY, due now
-    DEAD | RETRY (| SUCCEEDED with force) --replay--> PENDING, due now
+    operators' moves, in txbroker.operator_transitions:
+    DEAD | RETRY (| SUCCEEDED with force) --replay--> PENDING, due now (an ordered one
+        keeps its sequence: it runs before the rest of its message group again)
+    PENDING, never attempted, of a delayed message --recall--> RECALLED (never delivered)
+    DEAD --skip--> SKIPPED (its message group goes on)
 
 A move out of RUNNING happens only while the claim is the mover's (its ``claim_token``):
 a worker that lost its claim records nothing about that delivery (no trace row, no
@@ -30,9 +36,10 @@ from txbroker.conf import txsettings
 from txbroker.db import broker_db
 from txbroker.metrics import observe_worker_lost
 from txbroker.models import Delivery, Message, TraceEvent
+from txbroker.operator_transitions import replay, replay_many  # noqa: F401 (their home was here)
+from txbroker.ordering import claimable
 from txbroker.registry import Consumer, registry
 from txbroker.trace import trace_many, trimmed_traceback
-from txbroker.wakeup import wake_deliveries
 
 logger = logging.getLogger("txbroker.delivery")
 
@@ -76,13 +83,19 @@ def _failure(
 
 
 # --- creation -----------------------------------------------------------------------------
-def deliveries_for(message: Message) -> list[Delivery]:
+def deliveries_for(message: Message, *, sequence: Optional[int] = None) -> list[Delivery]:
     """The deliveries a commit of ``message`` creates: one per consumer group subscribed to
     its topic and tag, PENDING and due now by the database's clock (the columns'
-    defaults). Not saved: the commit inserts them with its move (see
+    defaults), or at the message's ``deliver_at``; an ordered message's carry its group
+    and commit ``sequence``. Not saved: the commit inserts them with its move (see
     txbroker.transitions), by :func:`deliveries_create` or in its own statement."""
     groups = [c.group for c in registry.subscribers(message.topic, message.tag)]
-    return [Delivery(message_id=message.msg_id, consumer_group=group) for group in groups]
+    extra: dict = {}
+    if message.deliver_at is not None:
+        extra["next_attempt_at"] = message.deliver_at
+    if message.message_group:
+        extra.update(message_group=message.message_group, sequence=sequence)
+    return [Delivery(message_id=message.msg_id, consumer_group=group, **extra) for group in groups]
 
 
 def deliveries_create(deliveries: list[Delivery]) -> None:
@@ -104,10 +117,13 @@ def claim_due(
     # PostgreSQL: the SKIP LOCKED pick and the move to RUNNING in one statement (see
     # txbroker.fastpath); elsewhere the same two steps in one transaction.
     ids = None if ids is None else list(ids)
-    picked = fastpath.claim_due(db, token=token, claim_timeout=timeout, limit=limit, ids=ids, alone=alone)
+    blocking = registry.groups_blocking_on_dead()
+    picked = fastpath.claim_due(
+        db, token=token, claim_timeout=timeout, limit=limit, ids=ids, alone=alone, blocking_groups=blocking
+    )
     if picked is None:
         with transaction.atomic(using=db):
-            due = Delivery.objects.using(db).due().filter(run_alone=alone)
+            due = Delivery.objects.using(db).due().filter(run_alone=alone).filter(claimable(blocking))
             if ids is not None:
                 due = due.filter(pk__in=ids)
             picked = list(
@@ -347,52 +363,3 @@ def _fail_lost_worker(pk: int, msg_id: str, group: str, attempts: int, token: st
         logger.warning("delivery %s of message %s to %s: %s; retried", pk, msg_id, group, error)
     trace_many(events)
     observe_worker_lost(group, status)
-
-
-# --- replay -------------------------------------------------------------------------------
-def replay(msg_id: str, *, group: Optional[str] = None, force: bool = False, actor: str = "") -> int:
-    """Make a message's deliveries due now: DEAD and RETRY ones, SUCCEEDED ones only with
-    ``force``. The attempt count (the history) is kept. Returns how many were replayed."""
-    statuses = [Status.DEAD, Status.RETRY] + ([Status.SUCCEEDED] if force else [])
-    rows = Delivery.objects.using(broker_db()).filter(message_id=msg_id, status__in=statuses)
-    if group is not None:
-        rows = rows.filter(consumer_group=group)
-    return replay_many(rows.values_list("pk", flat=True), statuses=statuses, actor=actor)
-
-
-def replay_many(
-    delivery_ids: Iterable[int], *, statuses: Iterable[str] = (Status.DEAD,), actor: str = ""
-) -> int:
-    """Make the given deliveries due now if they are still in one of ``statuses`` (DEAD by
-    default), in one transaction with one wake-up. Returns how many were replayed."""
-    db = broker_db()
-    statuses = list(statuses)
-    with transaction.atomic(using=db):
-        picked = list(
-            Delivery.objects.using(db)
-            .filter(pk__in=list(delivery_ids), status__in=statuses)
-            .select_for_update()
-            .values_list("pk", "message_id", "consumer_group", "status")
-        )
-        if not picked:
-            return 0
-        Delivery.objects.using(db).filter(pk__in=[p[0] for p in picked], status__in=statuses).update(
-            status=Status.PENDING,
-            next_attempt_at=dbtime.now(),
-            updated_at=dbtime.now(),
-            claim_token="",
-            claimed_until=None,
-            started_at=None,
-        )
-        trace_many(
-            TraceEvent(
-                message_id=msg_id,
-                event=Event.REPLAY,
-                consumer_group=grp,
-                actor=actor,
-                detail=f"{status} -> PENDING{' (forced)' if status == Status.SUCCEEDED else ''}",
-            )
-            for _, msg_id, grp, status in picked
-        )
-        transaction.on_commit(wake_deliveries, using=db)
-    return len(picked)

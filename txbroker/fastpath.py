@@ -31,6 +31,7 @@ from django.db.models.expressions import DatabaseDefault
 from txbroker.conf import txsettings
 from txbroker.dbtime import SQL_NOW, sql_after
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
+from txbroker.ordering import claim_sql_condition
 
 RUNNING = Delivery.Status.RUNNING
 
@@ -154,15 +155,19 @@ def message_commit(
 
 
 # --- deliveries ---------------------------------------------------------------------------------
-def claim_sql(*, filtered: bool = False) -> str:
+def claim_sql(*, filtered: bool = False, blocking_groups: Sequence[str] = ()) -> str:
     """The claim statement (``manage.py bench --history`` shows its plan). Parameters:
     the two waiting statuses, run_alone, [the ids,] the limit, RUNNING, the token, the claim
-    timeout."""
+    timeout. Ordered deliveries are held back by the rule of txbroker.ordering (one NOT
+    EXISTS, skipped for unordered rows); ``blocking_groups``, the consumer groups whose
+    message groups wait behind a DEAD delivery, are written in as literals (registered
+    names: letters, digits and ``_ . : % -`` only, see txbroker.registry)."""
     table = _table(Delivery)
     only = "AND id = ANY(%s) " if filtered else ""
     return (
-        f"WITH picked AS (SELECT id FROM {table} WHERE status IN (%s, %s) AND next_attempt_at <= {SQL_NOW} "
-        f"AND run_alone = %s {only}ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"WITH picked AS (SELECT id FROM {table} AS c WHERE status IN (%s, %s) AND next_attempt_at <= {SQL_NOW} "
+        f"AND run_alone = %s {only}{claim_sql_condition('c', blocking_groups)} "
+        "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} AS d SET status = %s, claim_token = %s, claimed_until = {sql_after()}, "
         f"started_at = NULL, updated_at = {SQL_NOW} "
         # By primary key from an array: a join with the CTE, or repeating the status
@@ -174,14 +179,21 @@ def claim_sql(*, filtered: bool = False) -> str:
 
 
 def claim_due(
-    db: str, *, token: str, claim_timeout: float, limit: int, ids: Optional[list[int]], alone: bool
+    db: str,
+    *,
+    token: str,
+    claim_timeout: float,
+    limit: int,
+    ids: Optional[list[int]],
+    alone: bool,
+    blocking_groups: Sequence[str] = (),
 ) -> Optional[list[int]]:
     """Claim up to ``limit`` due deliveries (``alone``: of those that run alone), oldest
     first, in one statement: the ``FOR UPDATE SKIP LOCKED`` pick and the conditional move
     to RUNNING together. Returns the claimed ids; None when this database has no fast path."""
     if not enabled(db):
         return None
-    sql = claim_sql(filtered=ids is not None)
+    sql = claim_sql(filtered=ids is not None, blocking_groups=blocking_groups)
     params: list[Any] = [*Delivery.WAITING, alone, *([list(ids)] if ids is not None else []), limit]
     params += [RUNNING, token, claim_timeout]
     with connections[db].cursor() as cursor:

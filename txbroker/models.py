@@ -58,6 +58,11 @@ class Message(models.Model):
     check_token = models.CharField(max_length=32, blank=True, default="", db_default="")
     created_at = models.DateTimeField(db_default=Now())
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Ordered messages (RocketMQ 5's message group): within each consumer group, the
+    # deliveries of one message group run one at a time, in commit order ('' = unordered).
+    message_group = models.CharField(max_length=255, blank=True, default="", db_default="")
+    # Delayed messages: no delivery is due before this (database time; None = at once).
+    deliver_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -73,6 +78,11 @@ class Message(models.Model):
             models.Index(fields=["-created_at", "-msg_id"], name="txb_msg_created"),
             models.Index(fields=["state", "-created_at"], name="txb_msg_state_created"),
             models.Index(fields=["producer_group", "-created_at"], name="txb_msg_group_created"),
+            models.Index(
+                fields=["message_group", "-created_at"],
+                name="txb_msg_mgroup_created",
+                condition=~Q(message_group=""),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -88,6 +98,8 @@ class Message(models.Model):
             ("replay_message", "Can replay messages to consumer groups"),
             ("resolve_message", "Can commit or roll back a HALF message by hand"),
             ("resume_message", "Can resume checking of DISCARDED messages"),
+            ("recall_message", "Can recall a delayed message before it is delivered"),
+            ("skip_delivery", "Can skip a DEAD delivery that blocks its message group"),
         ]
 
     def __str__(self) -> str:
@@ -133,8 +145,12 @@ class Delivery(models.Model):
         RETRY = "RETRY", "waiting to retry"
         SUCCEEDED = "SUCCEEDED", "succeeded"
         DEAD = "DEAD", "dead letter"
+        RECALLED = "RECALLED", "recalled (never delivered)"
+        SKIPPED = "SKIPPED", "skipped by an operator"
 
     WAITING = (Status.PENDING, Status.RETRY)
+    # Done for good: nothing will run them again unless an operator replays them.
+    FINAL = (Status.SUCCEEDED, Status.DEAD, Status.RECALLED, Status.SKIPPED)
 
     # No index of its own: the unique (message, consumer_group) index serves lookups by
     # message. A delivery row is written four times (insert, claim, done): each index costs.
@@ -158,6 +174,10 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     succeeded_at = models.DateTimeField(null=True, blank=True)
+    # Copied from the message: '' for unordered deliveries. ``sequence`` is the message's
+    # place in its message group, taken when it was committed (txbroker.ordering).
+    message_group = models.CharField(max_length=255, blank=True, default="", db_default="")
+    sequence = models.BigIntegerField(null=True, blank=True)
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -167,7 +187,9 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "consumer_group"], name="txb_delivery_one_per_group"),
             models.CheckConstraint(
-                condition=Q(status__in=["PENDING", "RUNNING", "RETRY", "SUCCEEDED", "DEAD"]),
+                condition=Q(
+                    status__in=["PENDING", "RUNNING", "RETRY", "SUCCEEDED", "DEAD", "RECALLED", "SKIPPED"]
+                ),
                 name="txb_delivery_status_valid",
             ),
             models.CheckConstraint(
@@ -192,6 +214,12 @@ class Delivery(models.Model):
                 condition=Q(status__in=["PENDING", "RUNNING", "RETRY", "DEAD"]),
             ),
             models.Index(fields=["consumer_group", "status"], name="txb_dlv_group_status"),
+            # The ordered claim's "nothing earlier unfinished in my message group" look-up.
+            models.Index(
+                fields=["consumer_group", "message_group", "sequence"],
+                name="txb_dlv_ordered_open",
+                condition=~Q(message_group="") & Q(status__in=["PENDING", "RUNNING", "RETRY", "DEAD"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -215,6 +243,8 @@ class TraceEvent(models.Model):
         REPLAY = "REPLAY", "replayed"
         RECLAIMED = "RECLAIMED", "claim expired, taken back"
         RELEASED = "RELEASED", "claim released"
+        RECALLED = "RECALLED", "recalled"
+        SKIPPED = "SKIPPED", "skipped"
         REFUSED = "REFUSED", "transition refused"
 
     class Outcome(models.TextChoices):
@@ -242,6 +272,18 @@ class TraceEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S.%f} {self.event} {self.detail[:60]}"
+
+
+class MessageGroupHead(models.Model):
+    """The last commit sequence given to a message group. Committing an ordered message
+    takes the next one with an upsert inside the committing transaction, whose row lock
+    serializes concurrent commits of one group: sequence order is commit order."""
+
+    message_group = models.CharField(max_length=255, primary_key=True)
+    last_sequence = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.message_group} @ {self.last_sequence}"
 
 
 # --- operator views (admin only: proxies, no tables) ---------------------------------------

@@ -11,7 +11,7 @@ from typing import Optional
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from txbroker import dbtime, delivery_transitions
+from txbroker import dbtime, delivery_transitions, operator_transitions
 from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
@@ -55,6 +55,52 @@ def resolve(msg_id: str, *, commit: bool, actor: str = "") -> None:
     settle = message_commit if commit else message_rollback
     if not settle(message, by="operator", actor=actor):
         raise InvalidTransition(f"message {msg_id} is not HALF; only HALF messages can be settled by hand")
+
+
+@dataclass
+class RecallResult:
+    """What a recall did: the consumer groups recalled, and those it could not recall
+    (their delivery already ran or runs) with their status."""
+
+    recalled: list[str]
+    not_recalled: dict[str, str]
+
+
+def recall(msg_id: str, *, actor: str = "") -> RecallResult:
+    """Recall a delayed message (RocketMQ 5's RecallMessage): its deliveries that have not
+    started are never delivered (RECALLED), and the trace records ``actor``. Raises
+    InvalidTransition for a message that is not delayed or not COMMITTED yet (a HALF one is
+    rolled back instead). Check ``not_recalled``: those groups got, or get, the message."""
+    message = get_message(msg_id)
+    if message.deliver_at is None:
+        raise InvalidTransition(
+            f"message {msg_id} is not a delayed message; only delayed messages are recalled"
+        )
+    if message.state != Message.State.COMMITTED:
+        raise InvalidTransition(f"message {msg_id} is {message.state}; only COMMITTED messages are recalled")
+    recalled, refused = operator_transitions.recall(msg_id, actor=actor)
+    return RecallResult(recalled=recalled, not_recalled=refused)
+
+
+def skip(msg_id: str, *, group: str, actor: str = "") -> None:
+    """Skip the DEAD delivery of ``msg_id`` to consumer group ``group``: the rest of its
+    message group goes on (for consumers with ``on_dead_in_group="block"``)."""
+    get_message(msg_id)
+    delivery_id = (
+        Delivery.objects.using(broker_db())
+        .filter(message_id=msg_id, consumer_group=group)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if delivery_id is None:
+        raise InvalidTransition(f"message {msg_id} has no delivery to consumer group {group!r}")
+    skip_delivery(delivery_id, actor=actor)
+
+
+def skip_delivery(delivery_id: int, *, actor: str = "") -> None:
+    """Skip one DEAD delivery (DEAD -> SKIPPED), recorded with ``actor``."""
+    if not operator_transitions.skip(delivery_id, actor=actor):
+        raise InvalidTransition(f"delivery {delivery_id} is not DEAD; only DEAD deliveries are skipped")
 
 
 def message_trace(msg_id: str) -> list[TraceEvent]:
@@ -160,12 +206,13 @@ class PurgeReport:
 def purgeable(*, cutoff: datetime) -> QuerySet:
     """Finished messages settled before ``cutoff``: ROLLED_BACK, or COMMITTED with every
     delivery SUCCEEDED before ``cutoff``. Never HALF or DISCARDED, never a message with an
-    undone (PENDING, RUNNING, RETRY) or DEAD delivery."""
+    undone (PENDING, RUNNING, RETRY) or DEAD delivery. RECALLED and SKIPPED ones are done."""
     db = broker_db()
+    done = [Delivery.Status.SUCCEEDED, Delivery.Status.RECALLED, Delivery.Status.SKIPPED]
     unfinished = (
         Delivery.objects.using(db)
         .filter(message=OuterRef("pk"))
-        .filter(~Q(status=Delivery.Status.SUCCEEDED) | Q(succeeded_at__gte=cutoff))
+        .filter(~Q(status__in=done) | Q(succeeded_at__gte=cutoff))
     )
     return (
         Message.objects.using(db)

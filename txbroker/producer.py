@@ -1,4 +1,5 @@
-"""The two-phase send: half message, local transaction, end of transaction."""
+"""The two-phase send (half message, local transaction, end of transaction), and the plain
+send inside the caller's transaction (the outbox pattern)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Optional
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
@@ -19,7 +21,7 @@ from txbroker.faults import fault_point
 from txbroker.models import LocalTransactionState, Message, MessageKey, TraceEvent
 from txbroker.registry import Checker, registry
 from txbroker.trace import trace_many, trimmed_traceback
-from txbroker.transitions import message_commit, message_rollback
+from txbroker.transitions import message_commit, message_rollback, message_send_committed
 from txbroker.types import MessageView, OutgoingMessage, SendResult
 
 logger = logging.getLogger("txbroker")
@@ -52,6 +54,52 @@ def atomic_aliases() -> list[str]:
     caller could still roll back what it announces."""
     aliases = {broker_db(), DEFAULT_DB_ALIAS, *(c.alias for c in connections.all(initialized_only=True))}
     return sorted(alias for alias in aliases if connections[alias].in_atomic_block)
+
+
+def new_message(message: OutgoingMessage, producer_group: str, state: str) -> Message:
+    """The (unsaved) row of an outgoing message. A ``delay`` counts from now by the
+    database's clock."""
+    deliver_at = message.deliver_at
+    if message.delay is not None:
+        deliver_at = dbtime.read(broker_db()) + timedelta(seconds=message.delay_seconds)
+    return Message(
+        topic=message.topic,
+        tag=message.tag,
+        keys=list(message.keys),
+        body=message.body,
+        properties=dict(message.properties),
+        producer_group=producer_group,
+        state=state,
+        message_group=message.message_group,
+        deliver_at=deliver_at,
+    )
+
+
+class Producer:
+    """A producer of plain messages for one producer group: :meth:`send` stores a message
+    inside the caller's transaction (the outbox pattern), so it commits and rolls back with
+    the caller's own writes. No checker: there is no half message to ask about."""
+
+    def __init__(self, producer_group: str) -> None:
+        self.producer_group = producer_group
+
+    def send(self, message: OutgoingMessage) -> str:
+        """Store ``message`` COMMITTED in the caller's ``transaction.atomic()`` on txbroker's
+        database and return its id. Consumers see it exactly when that transaction commits
+        (workers are woken then); a rollback takes it away. Raises ConfigurationError
+        outside an atomic block: the message would commit on its own, which is what the
+        two-phase send is for."""
+        db = broker_db()
+        if not connections[db].in_atomic_block:
+            raise ConfigurationError(
+                f"Producer.send() must be called inside transaction.atomic(using={db!r}): the message "
+                "commits with the caller's transaction. Outside one, use "
+                "TransactionProducer.send_message_in_transaction()."
+            )
+        stored = new_message(message, self.producer_group, Message.State.COMMITTED)
+        keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
+        message_send_committed(stored, keys, producer_group=self.producer_group, identity=producer_identity())
+        return stored.msg_id
 
 
 class TransactionProducer:
@@ -138,15 +186,7 @@ class TransactionProducer:
             if message.check_immunity_seconds is not None
             else txsettings.TRANSACTION_TIMEOUT
         )
-        stored = Message(
-            topic=message.topic,
-            tag=message.tag,
-            keys=list(message.keys),
-            body=message.body,
-            properties=dict(message.properties),
-            producer_group=self.producer_group,
-            state=Message.State.HALF,
-        )
+        stored = new_message(message, self.producer_group, Message.State.HALF)
         keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
         stored_event = TraceEvent(
             message_id=stored.msg_id,

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 Checker = Callable[["MessageView"], "LocalTransactionState"]
 Handler = Callable[["ConsumedMessage"], None]
 
+# What an ordered consumer group does when a delivery of a message group goes DEAD.
+ON_DEAD_SKIP = "skip"  # the message group goes on; the dead letter stays visible
+ON_DEAD_BLOCK = "block"  # the message group waits for an operator's replay or skip
+ON_DEAD_CHOICES = (ON_DEAD_SKIP, ON_DEAD_BLOCK)
+
 _NAME = re.compile(r"^[A-Za-z0-9_.:%-]{1,255}$")
 
 
@@ -43,6 +48,7 @@ class Consumer:
     handler: Handler
     max_reconsume_times: Optional[int] = None
     tags: Optional[frozenset[str]] = field(default=None, compare=False)
+    on_dead_in_group: str = ON_DEAD_SKIP
 
     def accepts(self, tag: str) -> bool:
         return self.tags is None or tag in self.tags
@@ -81,9 +87,14 @@ class Registry:
         handler: Handler,
         tags: str = "*",
         max_reconsume_times: Optional[int] = None,
+        on_dead_in_group: str = ON_DEAD_SKIP,
     ) -> Consumer:
         _check_name("topic", topic)
         _check_name("consumer group", group)
+        if on_dead_in_group not in ON_DEAD_CHOICES:
+            raise ConfigurationError(
+                f"on_dead_in_group={on_dead_in_group!r}: use {ON_DEAD_SKIP!r} or {ON_DEAD_BLOCK!r}"
+            )
         consumer = Consumer(
             topic=topic,
             group=group,
@@ -91,6 +102,7 @@ class Registry:
             handler=handler,
             max_reconsume_times=max_reconsume_times,
             tags=parse_tag_expression(tags),
+            on_dead_in_group=on_dead_in_group,
         )
         existing = self._consumers.get((topic, group))
         if existing is not None and existing.handler is not handler:
@@ -116,6 +128,10 @@ class Registry:
             (c for (t, _), c in self._consumers.items() if t == topic and c.accepts(tag)),
             key=lambda c: c.group,
         )
+
+    def groups_blocking_on_dead(self) -> list[str]:
+        """Consumer groups whose message groups wait behind a DEAD delivery."""
+        return sorted({c.group for c in self._consumers.values() if c.on_dead_in_group == ON_DEAD_BLOCK})
 
     def consumers(self) -> list[Consumer]:
         return sorted(self._consumers.values(), key=lambda c: (c.topic, c.group))

@@ -109,9 +109,12 @@ def message_list(
     delivery_status: Optional[str] = None,
     since: Optional[datetime] = None,
     until: Optional[datetime] = None,
+    message_group: Optional[str] = None,
 ) -> QuerySet[Message]:
     """Messages matching every given filter, newest first."""
     qs = messages()
+    if message_group:
+        qs = qs.filter(message_group=message_group)
     if state:
         qs = qs.filter(state=state)
     if topic:
@@ -127,6 +130,72 @@ def message_list(
     if until:
         qs = qs.filter(created_at__lt=until)
     return qs.order_by("-created_at", "-msg_id")
+
+
+def recent_message_groups(*, limit: int = 20) -> list[str]:
+    """Up to ``limit`` message groups, alphabetically first (a bounded scan of the ordered
+    messages' partial index, never of the table)."""
+    rows = (
+        messages()
+        .exclude(message_group="")
+        .order_by("message_group", "-created_at")
+        .values_list("message_group", flat=True)[: limit * 20]
+    )
+    return list(dict.fromkeys(rows))[:limit]
+
+
+@dataclass(frozen=True)
+class BlockedGroup:
+    """A message group a consumer group waits on: its first DEAD delivery blocks the rest
+    (``on_dead_in_group="block"``) until an operator replays or skips it."""
+
+    consumer_group: str
+    message_group: str
+    delivery_id: int
+    msg_id: str
+    sequence: Optional[int]
+    since: datetime  # when the blocking delivery went DEAD
+    last_error: str
+    waiting: int  # deliveries of the group waiting behind it
+
+
+def blocked_message_groups(*, consumer_group: Optional[str] = None, limit: int = 500) -> list[BlockedGroup]:
+    """The message groups blocked behind a DEAD delivery, per consumer group whose policy is
+    ``block`` (served by the ordered deliveries' partial index), longest blocked first."""
+    db = broker_db()
+    groups = registry.groups_blocking_on_dead()
+    if consumer_group:
+        groups = [g for g in groups if g == consumer_group]
+    dead = (
+        Delivery.objects.using(db)
+        .filter(status=Status.DEAD, consumer_group__in=groups)
+        .exclude(message_group="")
+        .order_by("consumer_group", "message_group", "sequence")
+        .values_list(
+            "consumer_group", "message_group", "pk", "message_id", "sequence", "updated_at", "last_error"
+        )
+    )
+    blockers: dict[tuple[str, str], tuple] = {}
+    for row in dead[: limit * 10]:
+        blockers.setdefault((row[0], row[1]), row)
+        if len(blockers) >= limit:
+            break
+    waiting = dict.fromkeys(blockers, 0)
+    behind = (
+        Delivery.objects.using(db)
+        .filter(
+            consumer_group__in=groups,
+            message_group__in={mg for _, mg in blockers},
+            status__in=Delivery.WAITING,
+        )
+        .values_list("consumer_group", "message_group")
+        .annotate(n=Count("pk"))
+    )
+    for group, message_group, count in behind:
+        if (group, message_group) in waiting:
+            waiting[group, message_group] = count
+    found = [BlockedGroup(*row, waiting=waiting[key]) for key, row in blockers.items()]
+    return sorted(found, key=lambda b: b.since)
 
 
 def dead_letters(*, consumer_group: Optional[str] = None) -> QuerySet[Delivery]:

@@ -1,7 +1,8 @@
 """Every state move of a Message, each one conditional UPDATE, in this one place.
 
-Allowed: HALF -> COMMITTED | ROLLED_BACK | DISCARDED, and DISCARDED -> HALF (an operator's
-resume). Anything else is refused, changes nothing, and is recorded in the trace.
+Allowed: HALF -> COMMITTED | ROLLED_BACK | DISCARDED, DISCARDED -> HALF (an operator's
+resume), and (none) -> COMMITTED: a plain message sent in the caller's transaction
+(:func:`message_send_committed`, the outbox pattern). Anything else is refused, changes nothing, and is recorded in the trace.
 
 Check-back holds HALF messages by a lease (``check_token``, until ``next_check_at``):
 a check pass's answer moves a message only while its lease holds, and a pass that lost
@@ -25,7 +26,8 @@ from txbroker import dbtime, fastpath
 from txbroker.db import broker_db
 from txbroker.delivery_transitions import deliveries_create, deliveries_for
 from txbroker.exceptions import MessageNotFound
-from txbroker.models import Message, TraceEvent
+from txbroker.models import Message, MessageKey, TraceEvent
+from txbroker.ordering import take_sequence
 from txbroker.trace import trace, trace_many
 from txbroker.wakeup import wake_deliveries
 
@@ -87,20 +89,25 @@ def message_commit(
     ]
     # PostgreSQL: the move, the deliveries and the trace rows in one statement (see
     # txbroker.fastpath). Elsewhere: the same writes in one transaction.
-    moved = fastpath.message_commit(
-        db,
-        message.msg_id,
-        check_times=check_times,
-        check_token=check_token,
-        deliveries=deliveries,
-        events=events,
-    )
+    # An ordered message takes its commit sequence in the ORM path's transaction.
+    moved = None
+    if not message.message_group:
+        moved = fastpath.message_commit(
+            db,
+            message.msg_id,
+            check_times=check_times,
+            check_token=check_token,
+            deliveries=deliveries,
+            events=events,
+        )
     if moved is None:
         with transaction.atomic(using=db):
             moved = _move(
                 message.msg_id, State.HALF, State.COMMITTED, held_by=check_token, **_settled(check_times)
             )
             if moved:
+                if message.message_group:
+                    events[-1].detail += sequence_deliveries(db, message.message_group, deliveries)
                 deliveries_create(deliveries)
                 trace_many(events)
     if not moved:
@@ -115,12 +122,46 @@ def message_commit(
     return True
 
 
+def sequence_deliveries(db: str, message_group: str, deliveries: list) -> str:
+    """Give an ordered message's deliveries its commit sequence (inside the committing
+    transaction, see txbroker.ordering); returns the trace's note of it."""
+    sequence = take_sequence(db, message_group)
+    for delivery in deliveries:
+        delivery.sequence = sequence
+    return f"; message group {message_group}, sequence {sequence}"
+
+
 def _settled(check_times: Optional[int]) -> dict:
     """The fields every move out of HALF writes."""
     fields = {"resolved_at": dbtime.now(), "next_check_at": None, "check_token": ""}
     if check_times is not None:
         fields["check_times"] = check_times
     return fields
+
+
+def message_send_committed(
+    message: Message, keys: list[MessageKey], *, producer_group: str, identity: str
+) -> None:
+    """Store a plain message COMMITTED, with its keys, deliveries and trace, inside the
+    caller's ``transaction.atomic()`` on txbroker's database: it is visible exactly when the
+    caller commits, and gone with a rollback. Workers are woken after that commit."""
+    db = broker_db()
+    deliveries = deliveries_for(message)
+    groups = [d.consumer_group for d in deliveries]
+    detail = (
+        f"sent in the caller's transaction by producer group {producer_group} ({identity}); "
+        f"deliveries to: {', '.join(groups) or 'no consumer group'}"
+    )
+    with transaction.atomic(using=db, savepoint=False):
+        message.resolved_at = dbtime.now()
+        message.save(using=db, force_insert=True)
+        if message.message_group:
+            detail += sequence_deliveries(db, message.message_group, deliveries)
+        MessageKey.objects.using(db).bulk_create(keys)
+        deliveries_create(deliveries)
+        trace(message.msg_id, Event.COMMITTED, detail)
+    if groups:
+        transaction.on_commit(wake_deliveries, using=db)
 
 
 def message_rollback(

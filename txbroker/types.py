@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
-from typing import Any, Optional
+from datetime import datetime, timedelta
+from typing import Any, Optional, Union
 
+from txbroker.exceptions import ConfigurationError
 from txbroker.models import LocalTransactionState, Message
 
 
@@ -15,6 +16,11 @@ class OutgoingMessage:
 
     ``check_immunity_seconds`` delays the first check-back of this message (RocketMQ's
     CHECK_IMMUNITY_TIME_IN_SECONDS) and overrides TXBROKER_TRANSACTION_TIMEOUT.
+
+    ``message_group`` makes it an ordered message: per consumer group, the messages of one
+    group are delivered one at a time, in the order they were committed. ``deliver_at``
+    (an aware datetime) or ``delay`` (a timedelta or seconds, counted from the send by the
+    database's clock) makes it a delayed message: no delivery before then.
     """
 
     topic: str
@@ -23,12 +29,29 @@ class OutgoingMessage:
     keys: tuple[str, ...] = ()
     properties: dict[str, str] = field(default_factory=dict)
     check_immunity_seconds: Optional[float] = None
+    message_group: str = ""
+    deliver_at: Optional[datetime] = None
+    delay: Union[timedelta, float, None] = None
 
     def __post_init__(self) -> None:
+        if self.deliver_at is not None and self.delay is not None:
+            raise ConfigurationError("give a message deliver_at or delay, not both")
+        if self.deliver_at is not None and self.deliver_at.tzinfo is None:
+            raise ConfigurationError("deliver_at must be an aware datetime (with a time zone)")
+        if self.delay is not None and self.delay_seconds < 0:
+            raise ConfigurationError(f"delay must not be negative (got {self.delay!r})")
+        if not isinstance(self.message_group, str) or len(self.message_group) > 255:
+            raise ConfigurationError("message_group must be a string of at most 255 characters")
         if isinstance(self.keys, str):  # "k1 k2", as RocketMQ writes keys
             object.__setattr__(self, "keys", tuple(self.keys.split()))
         else:
             object.__setattr__(self, "keys", tuple(str(k) for k in self.keys))
+
+    @property
+    def delay_seconds(self) -> Optional[float]:
+        if self.delay is None:
+            return None
+        return self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,8 @@ class MessageView:
     producer_group: str
     created_at: datetime
     check_times: int = 0
+    message_group: str = ""
+    deliver_at: Optional[datetime] = None
 
     @classmethod
     def of(cls, message: Message, **extra: Any) -> MessageView:
@@ -58,6 +83,8 @@ class MessageView:
             producer_group=message.producer_group,
             created_at=message.created_at,
             check_times=message.check_times,
+            message_group=message.message_group,
+            deliver_at=message.deliver_at,
             **extra,
         )
 

@@ -8,7 +8,7 @@ one prefetch for the per-group delivery summary of a page, and searches that hit
 primary key and key indexes.
 
 ``messages``: the message list and page; ``message_actions``: their confirmation pages
-and bulk actions; ``deliveries``: a message's deliveries and the dead-letter queue;
+and bulk actions; ``group_actions``: recall, skip and the blocked message groups page; ``deliveries``: a message's deliveries and the dead-letter queue;
 ``dashboard``: the dashboard page; ``html``: shared HTML helpers.
 """
 

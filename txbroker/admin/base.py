@@ -13,6 +13,8 @@ from txbroker.ids import could_be_msg_id
 REPLAY_PERMISSION = "txbroker.replay_message"
 RESUME_PERMISSION = "txbroker.resume_message"
 RESOLVE_PERMISSION = "txbroker.resolve_message"
+RECALL_PERMISSION = "txbroker.recall_message"
+SKIP_PERMISSION = "txbroker.skip_delivery"
 VIEW_PERMISSION = "txbroker.view_message"
 
 

@@ -45,6 +45,18 @@ class ProducerGroupFilter(ValueListFilter):
         return selectors.producer_groups()
 
 
+class MessageGroupFilter(ValueListFilter):
+    """Ordered messages of one message group: the choices are a few groups (any group given
+    as ``?message_group=`` in the address filters too)."""
+
+    title = "message group"
+    parameter_name = "message_group"
+    field = "message_group"
+
+    def values(self):
+        return selectors.recent_message_groups()
+
+
 class ConsumerGroupFilter(admin.SimpleListFilter):
     """Messages with a delivery to this group (in the chosen delivery status, if one is)."""
 

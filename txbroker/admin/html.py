@@ -18,6 +18,8 @@ STATUS_SYMBOL = {
     Status.RUNNING: "running",
     Status.RETRY: "retry",
     Status.DEAD: "dead",
+    Status.RECALLED: "recalled",
+    Status.SKIPPED: "skipped",
 }
 STATE_COLOR = {
     State.HALF: "#b8860b",
@@ -31,6 +33,8 @@ STATUS_COLOR = {
     Status.RUNNING: "#1565c0",
     Status.RETRY: "#ef6c00",
     Status.DEAD: "#c62828",
+    Status.RECALLED: "#616161",
+    Status.SKIPPED: "#616161",
 }
 
 

@@ -14,7 +14,14 @@ from django.utils.html import format_html, format_html_join
 from txbroker import selectors
 from txbroker.admin.base import CheapCountPaginator, ReadOnlyAdmin
 from txbroker.admin.deliveries import DeliveryInline
-from txbroker.admin.filters import ConsumerGroupFilter, DeliveryStatusFilter, ProducerGroupFilter, TopicFilter
+from txbroker.admin.filters import (
+    ConsumerGroupFilter,
+    DeliveryStatusFilter,
+    MessageGroupFilter,
+    ProducerGroupFilter,
+    TopicFilter,
+)
+from txbroker.admin.group_actions import GroupActions
 from txbroker.admin.html import STATE_COLOR, STATUS_COLOR, STATUS_SYMBOL, badge, offset_text
 from txbroker.admin.message_actions import MessageActions
 from txbroker.db import broker_db
@@ -26,7 +33,7 @@ Status = Delivery.Status
 
 
 @admin.register(Message)
-class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
+class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
     list_display = [
         "msg_id_link",
         "topic",
@@ -37,6 +44,8 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
         "check_times",
         "created_at",
         "resolved_at",
+        "message_group",
+        "deliver_at",
         "delivery_summary",
     ]
     list_display_links = None
@@ -44,6 +53,7 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
         "state",
         TopicFilter,
         ProducerGroupFilter,
+        MessageGroupFilter,
         ConsumerGroupFilter,
         DeliveryStatusFilter,
         ("created_at", admin.DateFieldListFilter),
@@ -69,6 +79,7 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
                     ("keys_text", "producer_group"),
                     ("check_times", "next_check_at"),
                     ("created_at", "resolved_at"),
+                    ("message_group", "deliver_at"),
                 ]
             },
         ),
@@ -87,6 +98,8 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
         "next_check_at",
         "created_at",
         "resolved_at",
+        "message_group",
+        "deliver_at",
         "body_pretty",
         "properties_pretty",
         "trace_timeline",
@@ -133,7 +146,7 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
         if not rows:
             return "-"
         counts = Counter(d.status for d in rows)
-        order = [Status.SUCCEEDED, Status.PENDING, Status.RUNNING, Status.RETRY, Status.DEAD]
+        order = [*Status]
         text = " · ".join(f"{counts[s]} {STATUS_SYMBOL[s]}" for s in order if counts[s])
         detail = "; ".join(f"{d.consumer_group}: {d.status}" for d in rows)
         color = STATUS_COLOR[Status.DEAD] if counts[Status.DEAD] else "inherit"
@@ -192,7 +205,10 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if not could_be_msg_id(object_id):
             raise Http404("no such message")
-        message = Message.objects.using(broker_db()).filter(pk=object_id).only("pk", "state").first()
+        message = (
+            Message.objects.using(broker_db()).filter(pk=object_id).only("pk", "state", "deliver_at").first()
+        )
+        committed = bool(message and message.state == State.COMMITTED)
         extra = {
             "txb_can_replay": bool(
                 message and message.state == State.COMMITTED and self.has_replay_permission(request)
@@ -203,6 +219,14 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
             "txb_can_resolve": bool(
                 message and message.state == State.HALF and self.has_resolve_permission(request)
             ),
+            "txb_can_recall": bool(
+                committed and message.deliver_at is not None and self.has_recall_permission(request)
+            ),
+            "txb_can_skip": bool(
+                committed
+                and self.has_skip_permission(request)
+                and message.deliveries.filter(status=Status.DEAD).exists()
+            ),
             "txb_dead_letters_url": reverse("admin:txbroker_deadletter_changelist"),
         }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
@@ -211,5 +235,6 @@ class MessageAdmin(MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
         extra = {
             "txb_dashboard_url": reverse("admin:txbroker_dashboard_changelist"),
             "txb_dead_letters_url": reverse("admin:txbroker_deadletter_changelist"),
+            "txb_blocked_groups_url": reverse("admin:txbroker_blocked_groups"),
         }
         return super().changelist_view(request, {**extra, **(extra_context or {})})

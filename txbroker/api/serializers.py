@@ -29,6 +29,8 @@ class MessageSerializer(serializers.ModelSerializer):
             "producer_group",
             "created_at",
             "resolved_at",
+            "message_group",
+            "deliver_at",
             "deliveries",
         ]
 
@@ -65,6 +67,9 @@ class MessageFilterSerializer(serializers.Serializer):
     )
     since = serializers.DateTimeField(required=False, help_text="created at or after (ISO 8601)")
     until = serializers.DateTimeField(required=False, help_text="created before (ISO 8601)")
+    message_group = serializers.CharField(
+        required=False, max_length=255, help_text="ordered messages of this message group"
+    )
 
     def validate(self, attrs):
         if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
@@ -84,6 +89,44 @@ class ReplayRequestSerializer(serializers.Serializer):
 class ReplayResponseSerializer(serializers.Serializer):
     msg_id = serializers.CharField()
     replayed = serializers.IntegerField(help_text="deliveries made due again")
+
+
+class RecallResponseSerializer(serializers.Serializer):
+    msg_id = serializers.CharField()
+    recalled = serializers.ListField(child=serializers.CharField(), help_text="consumer groups recalled")
+    not_recalled = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="consumer groups whose delivery already ran or runs, with its status",
+    )
+
+
+class RecallConflictSerializer(RecallResponseSerializer):
+    detail = serializers.CharField()
+
+
+class SkipRequestSerializer(serializers.Serializer):
+    consumer_group = serializers.CharField(max_length=255, help_text="the group whose DEAD delivery to skip")
+
+
+class SkipResponseSerializer(serializers.Serializer):
+    msg_id = serializers.CharField()
+    consumer_group = serializers.CharField()
+    status = serializers.ChoiceField(choices=[Delivery.Status.SKIPPED])
+
+
+class BlockedGroupSerializer(serializers.Serializer):
+    consumer_group = serializers.CharField()
+    message_group = serializers.CharField()
+    delivery_id = serializers.IntegerField(help_text="the DEAD delivery the group waits behind")
+    msg_id = serializers.CharField()
+    sequence = serializers.IntegerField(allow_null=True)
+    since = serializers.DateTimeField(help_text="when that delivery went DEAD")
+    last_error = serializers.CharField()
+    waiting = serializers.IntegerField(help_text="deliveries of the group waiting behind it")
+
+
+class BlockedGroupFilterSerializer(serializers.Serializer):
+    consumer_group = serializers.CharField(required=False, max_length=255)
 
 
 class StateResponseSerializer(serializers.Serializer):

@@ -2,7 +2,8 @@
 ``operations`` (actions). Staff only, and each operation needs its model permission as the
 admin does: reads a view permission (messages: ``txbroker.view_message``; dead letters: that
 or ``txbroker.view_deadletter``; stats: that or ``txbroker.view_dashboard``), actions their
-own (``replay_message``, ``resume_message``, ``resolve_message``). Message bodies are shown
+own (``replay_message``, ``resume_message``, ``resolve_message``; ``recall_message`` and
+``skip_delivery`` in ``group_views``). Message bodies are shown
 only to those who may view messages."""
 
 from __future__ import annotations

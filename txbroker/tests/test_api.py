@@ -166,6 +166,8 @@ def test_list_shape_and_deliveries(staff, world):
         "producer_group",
         "created_at",
         "resolved_at",
+        "message_group",
+        "deliver_at",
         "deliveries",
     }
     assert dead["keys"] == ["order-dead"] and dead["state"] == "COMMITTED" and dead["tag"] == "pay"

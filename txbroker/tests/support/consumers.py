@@ -62,3 +62,22 @@ def handle_pay(message: ConsumedMessage) -> None:
 @consumer(topic=TOPIC, group="test_refund_group", tags="pay || refund", max_reconsume_times=2)
 def handle_pay_or_refund(message: ConsumedMessage) -> None:
     _effect(message)
+
+
+# Ordered messages (issue 12): one group goes on after a DEAD delivery, one waits for an
+# operator. Both give up after one retry, so that DEAD comes quickly.
+ORDERED_TOPIC = "test_ordered_topic"
+
+
+@consumer(
+    topic=ORDERED_TOPIC, group="test_ordered_skip_group", max_reconsume_times=1, on_dead_in_group="skip"
+)
+def handle_ordered_skip(message: ConsumedMessage) -> None:
+    _effect(message)
+
+
+@consumer(
+    topic=ORDERED_TOPIC, group="test_ordered_block_group", max_reconsume_times=1, on_dead_in_group="block"
+)
+def handle_ordered_block(message: ConsumedMessage) -> None:
+    _effect(message)
