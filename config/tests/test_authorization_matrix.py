@@ -59,6 +59,14 @@ API = [
     ("get", "/api/txbroker/dead-letters/", None, (401, 403, 403, 403, 200, 200)),
     ("post", "/api/txbroker/dead-letters/replay/", {"dry_run": True}, (401, 403, 403, 403, 403, 202)),
     ("get", "/api/txbroker/stats/", None, (401, 403, 403, 403, 200, 200)),
+    ("get", "/api/txbroker/blocked-groups/", None, (401, 403, 403, 403, 200, 200)),
+    ("post", "/api/txbroker/messages/{delayed}/recall/", None, (401, 403, 403, 403, 403, 202)),
+    (
+        "post",
+        "/api/txbroker/messages/{dead}/skip/",
+        {"consumer_group": "test_all_group"},
+        (401, 403, 403, 403, 403, 202),
+    ),
 ]
 
 # The broker's admin: a login redirect for anyone not staff, 403 for staff without the
@@ -71,6 +79,9 @@ ADMIN = [
     ("get", "/admin/txbroker/message/{discarded}/resume/", None, (302, 302, 302, 403, 403, 200)),
     ("get", "/admin/txbroker/message/{half}/commit/", None, (302, 302, 302, 403, 403, 200)),
     ("get", "/admin/txbroker/message/{half}/rollback/", None, (302, 302, 302, 403, 403, 200)),
+    ("get", "/admin/txbroker/message/{delayed}/recall/", None, (302, 302, 302, 403, 403, 200)),
+    ("get", "/admin/txbroker/message/{dead}/skip/", None, (302, 302, 302, 403, 403, 200)),
+    ("get", "/admin/txbroker/message/blocked-groups/", None, (302, 302, 302, 403, 200, 200)),
     (
         "post",
         "/admin/txbroker/message/",
@@ -109,9 +120,10 @@ def world(settings):
     )
     now = timezone.now()
 
-    def message(state: str, key: str) -> str:
+    def message(state: str, key: str, **fields) -> str:
         resolved = None if state == "HALF" else now
         return Message.objects.create(
+            **fields,
             topic=TOPIC,
             tag="pay",
             keys=[key],
@@ -126,6 +138,13 @@ def world(settings):
     ids["dead"] = message("COMMITTED", "m-dead")
     Delivery.objects.create(
         message_id=ids["dead"], consumer_group="test_all_group", status="DEAD", attempts=17
+    )
+    ids["delayed"] = message("COMMITTED", "m-delayed", deliver_at=now + timedelta(days=1))
+    Delivery.objects.create(
+        message_id=ids["delayed"],
+        consumer_group="test_all_group",
+        status="PENDING",
+        next_attempt_at=now + timedelta(days=1),
     )
     return people, ids
 
@@ -183,6 +202,7 @@ def test_api(world, method, path, body, who, expected):
         assert not PaymentRecord.objects.filter(order_id="A-created").exists()
         assert Message.objects.get(pk=ids["half"]).state == "HALF"
         assert Delivery.objects.get(message_id=ids["dead"]).status == "DEAD"
+        assert Delivery.objects.get(message_id=ids["delayed"]).status == "PENDING"
 
 
 @pytest.mark.parametrize(("method", "path", "body", "who", "expected"), cases(ADMIN))
@@ -203,7 +223,7 @@ def test_the_matrix_covers_every_api_operation():
     operations = {(m, p) for p, ops in schema["paths"].items() for m in ops}
     covered = set()
     for method, path, _, _ in API:
-        for name in ("half", "dead", "discarded"):
+        for name in ("half", "dead", "discarded", "delayed"):
             path = path.replace("{" + name + "}", "{msg_id}")
         covered.add((method, path.replace("A-created", "{order_id}").replace("A-paid", "{order_id}")))
     assert operations <= covered, f"not in the matrix: {sorted(operations - covered)}"
