@@ -162,6 +162,8 @@ class Charge(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The admin's "refund" action on ABANDONED charges (``payments.refunds``).
+        permissions = [("refund_charge", "Can refund an ABANDONED charge")]
         indexes = [
             models.Index(fields=["order_id", "-created_at"], name="payments_charge_order"),
             # Reconciliation's scan: only the few unsettled charges, never the whole table.
