@@ -137,3 +137,20 @@ def test_a_reason_must_be_a_string(client_for):
     response = refund(client_for(order.user), order.order_id, reason=12)
     assert response.status_code == 400
     assert list(response.json()) == ["reason"]
+
+
+def test_a_payment_whose_message_is_not_committed_yet_is_409_and_nothing_is_refunded(client_for):
+    """The refund message must come after the payment message in the order's message group:
+    while the payment's message is still HALF (its producer finishing, or check-back due),
+    the refund waits (409)."""
+    order = OrderFactory()
+    client = client_for(order.user)
+    paid = pay(client, order)
+    Message.objects.filter(msg_id=paid["message_id"]).update(state=Message.State.HALF, resolved_at=None)
+
+    response = refund(client, order.order_id)
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": exceptions.REFUND_IN_PROGRESS}
+    assert not Refund.objects.exists()
+    assert not SimulatedGatewayRefund.objects.exists()
