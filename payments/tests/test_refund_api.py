@@ -4,12 +4,15 @@ consumers' side: test_refund_consumers.py; over HTTP with a worker: test_refund_
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from orders.models import Order
 from orders.tests.factories import OrderFactory, UserFactory
 from payments import exceptions
 from payments.events import TAG, TAG_REFUND, TOPIC
 from payments.models import Charge, Refund, SimulatedGatewayRefund
+from payments.refunds import refund_check_transaction
+from txbroker import LocalTransactionState, MessageView
 from txbroker.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -154,3 +157,39 @@ def test_a_payment_whose_message_is_not_committed_yet_is_409_and_nothing_is_refu
     assert response.json() == {"detail": exceptions.REFUND_IN_PROGRESS}
     assert not Refund.objects.exists()
     assert not SimulatedGatewayRefund.objects.exists()
+
+
+def _refund_message_view(refund_id: str, msg_id: str = "a" * 32):
+    return MessageView(
+        msg_id=msg_id,
+        topic=TOPIC,
+        tag=TAG_REFUND,
+        keys=("ORDER",),
+        body={},
+        properties={"refund_id": refund_id},
+        producer_group="refund_producer_group",
+        created_at=timezone.now(),
+    )
+
+
+def test_check_back_records_a_refund_the_gateway_made_and_answers_from_it():
+    order = OrderFactory()
+    charge = Charge.objects.create(
+        order_id=order.order_id,
+        user=order.user,
+        amount=order.amount,
+        payment_method="sim_approve",
+        status="RECORDED",
+    )
+    stored = Refund.objects.create(
+        charge=charge, order_id=order.order_id, user=order.user, amount=charge.amount, status="APPROVED"
+    )
+
+    assert refund_check_transaction(_refund_message_view(str(stored.pk))) == LocalTransactionState.COMMIT
+    stored.refresh_from_db()
+    assert (stored.status, stored.message_id) == (Refund.Status.REFUNDED, "a" * 32)
+    assert refund_check_transaction(_refund_message_view(str(stored.pk))) == LocalTransactionState.COMMIT
+    other = _refund_message_view(str(stored.pk), msg_id="b" * 32)
+    assert refund_check_transaction(other) == LocalTransactionState.ROLLBACK
+    assert refund_check_transaction(_refund_message_view("")) == LocalTransactionState.ROLLBACK
+    assert refund_check_transaction(_refund_message_view("999999")) == LocalTransactionState.ROLLBACK
