@@ -22,7 +22,17 @@ from notifications.services import phone_set, phone_verify
 class NotificationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification
-        fields = ["order_id", "channel", "recipient", "text", "status", "detail", "sent_at", "created_at"]
+        fields = [
+            "order_id",
+            "kind",
+            "channel",
+            "recipient",
+            "text",
+            "status",
+            "detail",
+            "sent_at",
+            "created_at",
+        ]
         read_only_fields = fields
 
 

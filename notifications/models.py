@@ -51,6 +51,10 @@ class Notification(models.Model):
     class Channel(models.TextChoices):
         SMS = "sms", "SMS"
 
+    class Kind(models.TextChoices):
+        PAYMENT = "PAYMENT", "payment received"
+        REFUND = "REFUND", "payment refunded"
+
     class Status(models.TextChoices):
         SENT = "SENT", "sent"
         SKIPPED = "SKIPPED", "skipped (no verified phone number)"
@@ -59,6 +63,8 @@ class Notification(models.Model):
     order_id = models.CharField(max_length=64)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.SMS)
+    # Which event of the order it tells: one notification per order, channel and kind.
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PAYMENT)
     recipient = models.CharField(max_length=32, blank=True, default="")
     text = models.TextField()
     status = models.CharField(max_length=16, choices=Status.choices)
@@ -71,7 +77,10 @@ class Notification(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "-created_at"], name="notif_user_created")]
         constraints = [
-            models.UniqueConstraint(fields=["order_id", "channel"], name="notif_one_per_order_channel"),
+            models.UniqueConstraint(
+                fields=["order_id", "channel", "kind"], name="notif_one_per_order_channel_kind"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=["PAYMENT", "REFUND"]), name="notif_kind_valid"),
             models.CheckConstraint(
                 condition=Q(status__in=["SENT", "SKIPPED", "FAILED"]), name="notif_status_valid"
             ),
@@ -82,4 +91,4 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.order_id} {self.channel} -> {self.recipient or '-'} [{self.status}]"
+        return f"{self.order_id} {self.kind} {self.channel} -> {self.recipient or '-'} [{self.status}]"

@@ -27,6 +27,7 @@ from notifications.selectors import phone_status_of
 # Nothing a user typed goes into an SMS verbatim: the order is named by a reference made of
 # the last characters of its id, letters, digits and '-' only.
 PAYMENT_SMS_TEXT = "Payment of {amount} CNY for order {reference} received. Thank you!"
+REFUND_SMS_TEXT = "Your payment of {amount} CNY for order {reference} has been refunded."
 ORDER_REFERENCE_LENGTH = 8
 PHONE_CODE_TEXT = "Your verification code is {code}. It expires in {minutes} minutes."
 SKIPPED_NO_PHONE = "the user has no phone number"
@@ -59,12 +60,33 @@ def sms_notify_payment(*, order_id: str, user_id: int, amount: Decimal) -> Notif
     commit, the delivery is retried and the SMS is sent a second time. At-least-once is
     the best a provider without idempotency keys allows; the README says so too.
     """
-    existing = Notification.objects.filter(order_id=order_id, channel=Notification.Channel.SMS).first()
+    return _sms_notify(order_id=order_id, user_id=user_id, amount=amount, kind=Notification.Kind.PAYMENT)
+
+
+def sms_notify_refund(*, order_id: str, user_id: int, amount: Decimal) -> Notification:
+    """Send the refund SMS of an order, once: the order's second notification (kind
+    REFUND), sent, skipped or failed exactly as the payment SMS is."""
+    return _sms_notify(order_id=order_id, user_id=user_id, amount=amount, kind=Notification.Kind.REFUND)
+
+
+_SMS_TEXTS = {Notification.Kind.PAYMENT: PAYMENT_SMS_TEXT, Notification.Kind.REFUND: REFUND_SMS_TEXT}
+
+
+def _sms_notify(*, order_id: str, user_id: int, amount: Decimal, kind: str) -> Notification:
+    existing = Notification.objects.filter(
+        order_id=order_id, channel=Notification.Channel.SMS, kind=kind
+    ).first()
     if existing is not None:
         return existing
-    text = PAYMENT_SMS_TEXT.format(amount=f"{amount:.2f}", reference=order_reference(order_id))
+    text = _SMS_TEXTS[kind].format(amount=f"{amount:.2f}", reference=order_reference(order_id))
     phone = phone_status_of(user_id=user_id)
-    fields = {"order_id": order_id, "user_id": user_id, "channel": Notification.Channel.SMS, "text": text}
+    fields = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "channel": Notification.Channel.SMS,
+        "kind": kind,
+        "text": text,
+    }
     if not phone.verified:
         why = SKIPPED_UNVERIFIED if phone.phone else SKIPPED_NO_PHONE
         return Notification.objects.create(**fields, status=Notification.Status.SKIPPED, detail=why)

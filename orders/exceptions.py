@@ -18,6 +18,8 @@ ORDER_CANCELLED_BUT_PAID = (
     "and needs an operator (refund or reopen)"
 )
 
+ORDER_NOT_PAID_FOR_REFUND = "order {order_id} is {status}: a refund applies to a PAID order only"
+
 
 class OrderError(DomainError):
     """Base class of the orders app's errors."""

@@ -32,6 +32,7 @@ class Order(models.Model):
         CREATED = "CREATED", "created"
         PAID = "PAID", "paid"
         CANCELLED = "CANCELLED", "cancelled"
+        REFUNDED = "REFUNDED", "refunded"
 
     order_id = models.CharField(max_length=64, unique=True, validators=[order_id_validator])
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
@@ -52,7 +53,8 @@ class Order(models.Model):
         indexes = [models.Index(fields=["user", "-created_at"], name="orders_user_created")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["CREATED", "PAID", "CANCELLED"]), name="orders_status_valid"
+                condition=Q(status__in=["CREATED", "PAID", "CANCELLED", "REFUNDED"]),
+                name="orders_status_valid",
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="orders_amount_positive"),
         ]

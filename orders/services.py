@@ -31,6 +31,7 @@ from orders.exceptions import (
     ORDER_MISSING_FOR_PAYMENT,
     ORDER_NOT_CANCELLABLE,
     ORDER_NOT_FOUND,
+    ORDER_NOT_PAID_FOR_REFUND,
     ORDER_PAYMENT_STARTED,
     OrderIdTaken,
     OrderNotCancellable,
@@ -105,8 +106,25 @@ def order_mark_paid(*, order_id: str) -> bool:
     if moved:
         return True
     status = Order.objects.filter(order_id=order_id).values_list("status", flat=True).first()
-    if status == Order.Status.PAID:
+    if status in (Order.Status.PAID, Order.Status.REFUNDED):  # a redelivery (after its refund)
         return False
     if status is None:
         raise OrderNotFound(ORDER_MISSING_FOR_PAYMENT.format(order_id=order_id))
     raise OrderNotPayable(ORDER_CANCELLED_BUT_PAID.format(order_id=order_id))
+
+
+def order_mark_refunded(*, order_id: str) -> bool:
+    """PAID -> REFUNDED for the refund message. True when it moved now, False when it was
+    already REFUNDED (a redelivery). Any other status raises (retried, then dead-lettered):
+    the order's payment message comes first in its message group, so it is PAID by then."""
+    moved = Order.objects.filter(order_id=order_id, status=Order.Status.PAID).update(
+        status=Order.Status.REFUNDED, updated_at=timezone.now()
+    )
+    if moved:
+        return True
+    status = Order.objects.filter(order_id=order_id).values_list("status", flat=True).first()
+    if status == Order.Status.REFUNDED:
+        return False
+    if status is None:
+        raise OrderNotFound(ORDER_MISSING_FOR_PAYMENT.format(order_id=order_id))
+    raise OrderNotPayable(ORDER_NOT_PAID_FOR_REFUND.format(order_id=order_id, status=status))

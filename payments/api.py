@@ -14,6 +14,7 @@ from config.fields import MoneyField, StrictCharField
 from orders.models import order_id_validator
 from payments.gateways import get_gateway
 from payments.models import PaymentRecord
+from payments.refunds import refund_order
 from payments.selectors import payment_record_get
 from payments.services import payment_pay
 
@@ -106,3 +107,55 @@ class PaymentDetailApi(APIView):
         if record is None:
             raise NotFound(PAYMENT_NOT_FOUND)
         return Response(PaymentRecordSerializer(record).data)
+
+
+class RefundRequestSerializer(serializers.Serializer):
+    reason = StrictCharField(required=False, allow_blank=True, max_length=255)
+
+
+class RefundResultSerializer(serializers.Serializer):
+    order_id = serializers.CharField()
+    amount = MoneyField()
+    status = serializers.CharField(help_text="REFUNDED, or APPROVED while check-back records it.")
+    message_id = serializers.CharField(help_text="The transactional message carrying the refund.")
+
+
+class PaymentRefundApi(APIView):
+    throttle_scope = "payments"  # DJANGO_THROTTLE_PAYMENTS_RATE
+
+    @extend_schema(
+        tags=["payments"],
+        summary="Refund the payment of an order",
+        description=(
+            "Refunds the charge through the gateway, then records the refund in the local "
+            "transaction of a transactional message (payment_success_topic, tag refund, key and "
+            "message group = order id, the payment message's group: every consumer group sees the "
+            "payment first) whose consumers mark the order REFUNDED, take the points back and send "
+            "the refund SMS. Allowed once the payment is recorded. Idempotent: a repeat answers 200 "
+            "with the same body and refunds nothing."
+        ),
+        request=RefundRequestSerializer,
+        responses={
+            201: RefundResultSerializer,
+            200: OpenApiResponse(RefundResultSerializer, description="Already refunded: the same body."),
+            202: OpenApiResponse(
+                RefundResultSerializer,
+                description="The local transaction answered UNKNOWN: status APPROVED, recorded by check-back.",
+            ),
+            400: field_errors("Invalid input."),
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: error("The order has no recorded payment, or is being refunded."),
+            502: error("The payment gateway failed; nothing was refunded or changed."),
+            503: error("The refund was made but its message could not be sent; it is recorded later."),
+        },
+    )
+    def post(self, request: Request, order_id: str) -> Response:
+        serializer = RefundRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        outcome = refund_order(user=request.user, order_id=order_id, **serializer.validated_data)
+        if outcome.status != "REFUNDED":
+            code = status.HTTP_202_ACCEPTED
+        else:
+            code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        return Response(RefundResultSerializer(outcome).data, status=code)

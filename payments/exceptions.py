@@ -62,3 +62,16 @@ class PaymentGatewayFailed(PaymentError):
 class PaymentUnavailable(PaymentError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "unavailable"
+
+
+REFUND_NOT_PAID = "the order has no recorded payment to refund"
+REFUND_IN_PROGRESS = "the order is being refunded (or its payment is still being recorded); retry later"
+REFUND_NOT_ABANDONED = "only an ABANDONED charge can be refunded this way (it is {status})"
+
+
+class RefundNotRefundable(PaymentError, ConflictError):
+    pass
+
+
+class RefundInProgress(RefundNotRefundable):
+    pass

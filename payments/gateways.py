@@ -75,6 +75,11 @@ class ChargeResult:
 
 
 @dataclass(frozen=True)
+class RefundResult:
+    reference: str
+
+
+@dataclass(frozen=True)
 class ChargeCall:
     order_id: str
     amount: Decimal
@@ -105,6 +110,13 @@ class PaymentGateway:
         (approved with the same reference as ``charge()`` returned, or declined), or None
         when the gateway never saw it (nothing was charged). Raises :class:`GatewayError`
         when the gateway cannot be asked now."""
+        raise NotImplementedError
+
+    def refund(self, *, charge_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
+        """Give ``amount`` of the approved charge ``charge_reference`` back to the payer, once
+        per ``idempotency_key`` (a repeated key answers the first refund). Raises
+        :class:`GatewayError` when it could not (nothing refunded, or, for a
+        :class:`GatewayTimeout`, maybe refunded: a repeat with the same key is safe)."""
         raise NotImplementedError
 
 
@@ -184,6 +196,26 @@ class SimulatedGateway(PaymentGateway):
             raise GatewayError(self.LOOKUP_ERROR_REASON) from exc
         return _result_of(row)
 
+    def refund(self, *, charge_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
+        from payments.models import SimulatedGatewayRefund
+
+        latency, timeout = simulated_latency(), gateway_timeout()
+        if latency > 0:
+            time.sleep(min(latency, timeout))
+        reference = "SIMR-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16].upper()
+        try:
+            with _books_cursor(SimulatedGatewayRefund) as (cursor, table):
+                cursor.execute(
+                    f"INSERT INTO {table} (idempotency_key, charge_reference, amount, reference) "  # noqa: S608
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING",
+                    [idempotency_key, charge_reference, amount, reference],
+                )
+        except DatabaseError as exc:
+            raise GatewayTimeout(self.TIMEOUT_REASON.format(timeout=timeout)) from exc
+        if latency > timeout:
+            raise GatewayTimeout(self.TIMEOUT_REASON.format(timeout=timeout))
+        return RefundResult(reference=reference)
+
     @staticmethod
     def _record(
         *, idempotency_key: str, order_id: str, amount: Decimal, payment_method: str, answer: ChargeResult
@@ -235,7 +267,7 @@ def simulated_latency() -> float:
 
 
 @contextmanager
-def _books_cursor() -> Iterator[tuple[Any, str]]:
+def _books_cursor(model: Any = None) -> Iterator[tuple[Any, str]]:
     """A cursor in autocommit on the simulated gateway's books, and their quoted table name.
 
     The gateway is another system: its writes must never join (or be rolled back with) a
@@ -247,9 +279,10 @@ def _books_cursor() -> Iterator[tuple[Any, str]]:
     """
     from payments.models import SimulatedGatewayCharge
 
-    alias = router.db_for_write(SimulatedGatewayCharge)
+    model = model or SimulatedGatewayCharge
+    alias = router.db_for_write(model)
     connection = connections[alias]
-    table = connection.ops.quote_name(SimulatedGatewayCharge._meta.db_table)
+    table = connection.ops.quote_name(model._meta.db_table)
     if not connection.in_atomic_block and connection.get_autocommit():
         with connection.cursor() as cursor:
             yield cursor, table

@@ -68,8 +68,9 @@ class ChargeQuerySet(models.QuerySet):
         return self.filter(status__in=Charge.ACTIVE)
 
     def to_refund(self) -> ChargeQuerySet:
-        """Approved by the gateway but never recorded: the money must go back."""
-        return self.filter(status=Charge.Status.ABANDONED)
+        """Approved by the gateway but never recorded: the money must go back (and has not
+        been yet: no refund of it)."""
+        return self.filter(status=Charge.Status.ABANDONED, refund__isnull=True)
 
     def unsettled(self) -> ChargeQuerySet:
         """PENDING or APPROVED: a payment is still working on it, or its process died."""
@@ -161,6 +162,8 @@ class Charge(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The admin's "refund" action on ABANDONED charges (``payments.refunds``).
+        permissions = [("refund_charge", "Can refund an ABANDONED charge")]
         indexes = [
             models.Index(fields=["order_id", "-created_at"], name="payments_charge_order"),
             # Reconciliation's scan: only the few unsettled charges, never the whole table.
@@ -226,3 +229,74 @@ class SimulatedGatewayCharge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.idempotency_key} {self.order_id} {self.amount} [{'approved' if self.approved else 'declined'}]"
+
+
+class Refund(models.Model):
+    """Money going back to the payer for one approved charge (one refund per charge).
+
+    PENDING (claimed; the gateway is being asked) -> APPROVED (the gateway refunded; the
+    refund message is being sent) -> REFUNDED (the refund message's local transaction, or
+    its checker, recorded it). A gateway error deletes the PENDING claim: nothing changed.
+    The charge is the order's RECORDED one (the owner's ``POST .../refund/``, tag refund) or
+    an ABANDONED one (the admin's action: nobody consumed a payment for it, so no message).
+    ``actor`` is who asked: the owner, or the operator for an ABANDONED charge.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "pending (gateway being asked)"
+        APPROVED = "APPROVED", "refunded by the gateway, not recorded yet"
+        REFUNDED = "REFUNDED", "refunded"
+
+    charge = models.OneToOneField("payments.Charge", on_delete=models.PROTECT, related_name="refund")
+    order_id = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="refunds_made",
+        null=True,
+        blank=True,
+    )
+    reference = models.CharField(max_length=128, blank=True, default="")
+    # The refund message whose local transaction recorded it ("" for an ABANDONED charge).
+    message_id = models.CharField(max_length=32, blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["order_id"], name="payments_refund_order")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["PENDING", "APPROVED", "REFUNDED"]),
+                name="payments_refund_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_refund_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} {self.order_id} {self.amount} [{self.status}]"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund-{self.charge_id}"
+
+
+class SimulatedGatewayRefund(models.Model):
+    """One refund the simulated gateway made, by idempotency key (its books, like
+    ``SimulatedGatewayCharge``)."""
+
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    charge_reference = models.CharField(max_length=128)
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    reference = models.CharField(max_length=128)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} {self.amount}"

@@ -65,6 +65,8 @@ def payment_message_send(*, charge: Charge) -> SendResult:
         keys=(charge.order_id,),
         body=event.as_body(),
         properties={"charge_id": str(charge.pk)},
+        # The order's message group: its refund message comes after it in every consumer group.
+        message_group=charge.order_id,
     )
     return payment_producer.send_message_in_transaction(
         message, payment_record_local_transaction, PaymentIntent(charge_id=charge.pk, event=event)

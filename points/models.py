@@ -24,8 +24,9 @@ class UserPoints(models.Model):
 class PointsRecord(models.Model):
     class Reason(models.TextChoices):
         PAYMENT = "PAYMENT", "earned by a payment"
+        REFUND = "REFUND", "taken back by its refund"
 
-    order_id = models.CharField(max_length=64, unique=True)
+    order_id = models.CharField(max_length=64)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="points_records"
     )
@@ -36,7 +37,14 @@ class PointsRecord(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "-created_at"], name="points_record_user_created")]
-        constraints = [models.CheckConstraint(condition=Q(points__gte=0), name="points_record_not_negative")]
+        constraints = [
+            # One award per order and one deduction taking it back: the idempotency keys.
+            models.UniqueConstraint(fields=["order_id", "reason"], name="points_record_one_per_order_reason"),
+            models.CheckConstraint(
+                condition=Q(reason="PAYMENT", points__gte=0) | Q(reason="REFUND", points__lte=0),
+                name="points_record_sign_of_reason",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.order_id}: +{self.points}"
+        return f"{self.order_id}: {self.points:+d}"

@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from points.models import PointsRecord, UserPoints
 
+POINTS_NO_AWARD_TO_TAKE_BACK = "order {order_id} has no points award to take back"
+
 
 def points_for_amount(amount: Decimal) -> int:
     """1 yuan = 1 point, whole yuan, rounded down (99.90 -> 99)."""
@@ -22,7 +24,7 @@ def points_award_for_payment(*, order_id: str, user_id: int, amount: Decimal) ->
     Runs in the consumer's transaction: the record (unique order_id) and the increment
     commit together with the delivery, so a redelivery finds the record and does nothing.
     """
-    existing = PointsRecord.objects.filter(order_id=order_id).first()
+    existing = PointsRecord.objects.filter(order_id=order_id, reason=PointsRecord.Reason.PAYMENT).first()
     if existing is not None:
         return existing
     points = points_for_amount(amount)
@@ -30,6 +32,27 @@ def points_award_for_payment(*, order_id: str, user_id: int, amount: Decimal) ->
         order_id=order_id, user_id=user_id, points=points, reason=PointsRecord.Reason.PAYMENT
     )
     _balance_add(user_id=user_id, points=points)
+    return record
+
+
+def points_take_back_for_refund(*, order_id: str, user_id: int) -> PointsRecord:
+    """Record a negative record taking back exactly what the order's payment awarded, and
+    subtract it from the balance, once per order (the balance stays the sum of records).
+
+    Runs in the consumer's transaction, like the award. The award comes first (the refund
+    message follows the payment message in the order's message group); without one this
+    raises, so the delivery is retried, then dead-lettered with that reason.
+    """
+    existing = PointsRecord.objects.filter(order_id=order_id, reason=PointsRecord.Reason.REFUND).first()
+    if existing is not None:
+        return existing
+    award = PointsRecord.objects.filter(order_id=order_id, reason=PointsRecord.Reason.PAYMENT).first()
+    if award is None:
+        raise LookupError(POINTS_NO_AWARD_TO_TAKE_BACK.format(order_id=order_id))
+    record = PointsRecord.objects.create(
+        order_id=order_id, user_id=award.user_id, points=-award.points, reason=PointsRecord.Reason.REFUND
+    )
+    _balance_add(user_id=award.user_id, points=-award.points)
     return record
 
 

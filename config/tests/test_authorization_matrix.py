@@ -20,8 +20,8 @@ from rest_framework.test import APIClient
 
 from orders.models import Order
 from orders.services import order_create
-from payments.models import PaymentRecord
-from txbroker.models import Delivery, Message
+from payments.models import Charge, PaymentRecord, Refund
+from txbroker.models import Delivery, Message, MessageKey
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +44,7 @@ API = [
     ("post", "/api/orders/A-created/cancel/", None, (401, 200, 404, 404, 404, 404)),
     ("post", "/api/payments/", {"order_id": "A-created", "amount": "12.34"}, (401, 201, 404, 404, 404, 404)),
     ("get", "/api/payments/A-paid/", None, (401, 200, 404, 404, 404, 404)),
+    ("post", "/api/payments/A-paid/refund/", {}, (401, 201, 404, 404, 404, 404)),
     ("get", "/api/points/me/", None, (401, 200, 200, 200, 200, 200)),
     ("get", "/api/points/me/records/", None, (401, 200, 200, 200, 200, 200)),
     ("get", "/api/notifications/", None, (401, 200, 200, 200, 200, 200)),
@@ -115,10 +116,30 @@ def world(settings):
     order_create(user=alice, amount=Decimal("12.34"), order_id="A-created")
     paid = order_create(user=alice, amount=Decimal("5.00"), order_id="A-paid")
     Order.objects.filter(pk=paid.pk).update(status=Order.Status.PAID)
-    PaymentRecord.objects.create(
-        order_id="A-paid", user=alice, amount=Decimal("5.00"), pay_time=timezone.now(), status="SUCCESS"
-    )
     now = timezone.now()
+    # A-paid's payment as its message recorded it: a RECORDED charge, a COMMITTED message (refundable).
+    paid_message = Message.objects.create(
+        topic=TOPIC,
+        tag="pay",
+        keys=["A-paid"],
+        body={},
+        producer_group="payment_producer_group",
+        state="COMMITTED",
+        resolved_at=now,
+        message_group="A-paid",
+    )
+    MessageKey.objects.create(message=paid_message, key="A-paid")
+    Charge.objects.create(
+        order_id="A-paid", user=alice, amount=Decimal("5.00"), payment_method="sim_approve", status="RECORDED"
+    )
+    PaymentRecord.objects.create(
+        order_id="A-paid",
+        user=alice,
+        amount=Decimal("5.00"),
+        pay_time=now,
+        status="SUCCESS",
+        message_id=paid_message.msg_id,
+    )
 
     def message(state: str, key: str, **fields) -> str:
         resolved = None if state == "HALF" else now
@@ -184,7 +205,7 @@ def cases(rows):
             who,
             expected[i],
             id=f"{method.upper()} {path} as {who}",
-            marks=[committing] if path == "/api/payments/" else [],
+            marks=[committing] if path.startswith("/api/payments/") and method == "post" else [],
         )
         for method, path, body, expected in rows
         for i, who in enumerate(WHO)
@@ -200,6 +221,7 @@ def test_api(world, method, path, body, who, expected):
         # Refused means nothing happened.
         assert Order.objects.get(order_id="A-created").status == Order.Status.CREATED
         assert not PaymentRecord.objects.filter(order_id="A-created").exists()
+        assert not Refund.objects.exists()
         assert Message.objects.get(pk=ids["half"]).state == "HALF"
         assert Delivery.objects.get(message_id=ids["dead"]).status == "DEAD"
         assert Delivery.objects.get(message_id=ids["delayed"]).status == "PENDING"

@@ -34,7 +34,7 @@ from orders.selectors import order_get
 from orders.services import order_mark_paid
 from payments.events import TAG, TOPIC, PaymentSucceeded
 from payments.gateways import get_gateway
-from payments.models import Charge, PaymentRecord, SimulatedGatewayCharge
+from payments.models import Charge, PaymentRecord, Refund, SimulatedGatewayCharge, SimulatedGatewayRefund
 from payments.recording import payment_record_insert
 from points.models import PointsRecord, UserPoints
 from points.services import points_award_for_payment
@@ -148,8 +148,10 @@ TABLES = [
     NotificationProfile,
     PointsRecord,
     UserPoints,
+    Refund,
     Charge,
     SimulatedGatewayCharge,  # the gateway's books: charge ids restart, so must its keys
+    SimulatedGatewayRefund,
     PaymentRecord,
     Order,
 ]

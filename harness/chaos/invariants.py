@@ -80,10 +80,15 @@ def check(
     }
     orders = dict(Order.objects.values_list("order_id", "status"))
     points_rows: dict[str, list[int]] = defaultdict(list)
-    for order_id, points in PointsRecord.objects.values_list("order_id", "points"):
+    # Payment awards and payment SMS (a refund adds a REFUND record and a REFUND SMS).
+    for order_id, points in PointsRecord.objects.filter(reason=PointsRecord.Reason.PAYMENT).values_list(
+        "order_id", "points"
+    ):
         points_rows[order_id].append(points)
     notifications = Counter(
-        Notification.objects.filter(channel=Notification.Channel.SMS).values_list("order_id", flat=True)
+        Notification.objects.filter(
+            channel=Notification.Channel.SMS, kind=Notification.Kind.PAYMENT
+        ).values_list("order_id", flat=True)
     )
 
     # Poison: by order id in both designs (txbroker picks a message by its first key).

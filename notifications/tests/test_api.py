@@ -38,6 +38,7 @@ def test_lists_the_callers_notifications_filtered_by_order(client_for):
     assert [n["order_id"] for n in only_a["results"]] == ["A"]
     assert set(only_a["results"][0]) == {
         "order_id",
+        "kind",
         "channel",
         "recipient",
         "text",

@@ -99,3 +99,10 @@ class CountingLookupGateway(SimulatedGateway):
         with self._lock:
             self.lookups.append(idempotency_key)
         return super().lookup(idempotency_key=idempotency_key)
+
+
+class FailingRefundGateway(SimulatedGateway):
+    """Charges as the simulation does; every refund fails (nothing refunded)."""
+
+    def refund(self, *, charge_reference: str, amount: Decimal, idempotency_key: str):
+        raise GatewayError("refunds: payment gateway unavailable (simulated)")

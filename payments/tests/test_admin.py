@@ -7,6 +7,7 @@ import pytest
 from notifications.models import Notification
 from notifications.tests.factories import NotificationProfileFactory
 from orders.tests.factories import OrderFactory, UserFactory
+from payments.models import Refund
 from payments.tests.factories import ChargeFactory, PaymentRecordFactory
 from points.tests.factories import PointsRecordFactory, UserPointsFactory
 
@@ -16,6 +17,7 @@ PAGES = [
     "orders/order",
     "payments/paymentrecord",
     "payments/charge",
+    "payments/refund",
     "points/userpoints",
     "points/pointsrecord",
     "notifications/notification",
@@ -28,7 +30,8 @@ def test_changelist_and_detail_render(client, page):
     admin = UserFactory(username="root", is_staff=True, is_superuser=True)
     order = OrderFactory()
     PaymentRecordFactory(order_id=order.order_id, user=order.user)
-    ChargeFactory(order_id=order.order_id, user=order.user, status="RECORDED")
+    charge = ChargeFactory(order_id=order.order_id, user=order.user, status="RECORDED")
+    Refund.objects.create(charge=charge, order_id=order.order_id, user=order.user, amount=charge.amount)
     UserPointsFactory(user=order.user, points=99)
     PointsRecordFactory(order_id=order.order_id, user=order.user, points=99)
     NotificationProfileFactory(user=order.user)
