@@ -55,7 +55,7 @@ def order_create(*, user: AbstractBaseUser, amount: Decimal, order_id: Optional[
     now = timezone.now()
     order.created_at = order.updated_at = now
     try:
-        with transaction.atomic(), transaction.atomic(using=broker_database()):
+        with transaction.atomic(), transaction.atomic(using=broker_database(), savepoint=False):
             order.save(force_insert=True)
             order_payment_timer_send(order)
     except IntegrityError:
