@@ -140,7 +140,8 @@ class OrderListCreateApi(GenericAPIView):
         description="`order_id` is one global business key (it keys every message about the "
         "order), not one per user: an id that any order has, the caller's or another user's, "
         "is refused with 409. Omit it to get a generated, unguessable one. Creation is "
-        "limited per user (429).",
+        "limited per user (429). An order still unpaid `ORDERS_PAYMENT_TIMEOUT` seconds "
+        "(30 minutes by default) after its creation is CANCELLED, and can no longer be paid.",
         request=OrderCreateSerializer,
         responses={
             201: OrderSerializer,

@@ -39,6 +39,7 @@ from orders.exceptions import (
     OrderNotPayable,
 )
 from orders.models import Order, order_id_is_valid
+from orders.payment_timeout import broker_database, order_payment_timer_send
 
 
 def order_id_generate() -> str:
@@ -48,13 +49,16 @@ def order_id_generate() -> str:
 
 
 def order_create(*, user: AbstractBaseUser, amount: Decimal, order_id: Optional[str] = None) -> Order:
-    """Create a CREATED order; ``order_id`` is generated when not given."""
+    """Create a CREATED order; ``order_id`` is generated when not given. Its payment timer
+    (``orders.payment_timeout``) is sent in the same transaction: no order without its
+    timer, no timer without its order."""
     order = Order(order_id=order_id or order_id_generate(), user=user, amount=amount)
     now = timezone.now()
     order.created_at = order.updated_at = now
     try:
-        with transaction.atomic():
+        with transaction.atomic(), transaction.atomic(using=broker_database(), savepoint=False):
             order.save(force_insert=True)
+            order_payment_timer_send(order)
     except IntegrityError:
         if Order.objects.filter(order_id=order.order_id).exists():
             raise OrderIdTaken(ORDER_ID_TAKEN) from None

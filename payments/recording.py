@@ -26,6 +26,7 @@ from django.db import DatabaseError, IntegrityError, InterfaceError, Operational
 from django.utils import timezone
 
 from orders.models import Order
+from orders.payment_timeout import order_payment_timer_recall
 from orders.selectors import order_get_for_update
 from payments import conf
 from payments.charges import (
@@ -68,9 +69,16 @@ def payment_message_send(*, charge: Charge) -> SendResult:
         # The order's message group: its refund message comes after it in every consumer group.
         message_group=charge.order_id,
     )
-    return payment_producer.send_message_in_transaction(
+    sent = payment_producer.send_message_in_transaction(
         message, payment_record_local_transaction, PaymentIntent(charge_id=charge.pk, event=event)
     )
+    if sent.local_transaction_state == LocalTransactionState.COMMIT:
+        # Paid: the order's payment timer is not needed any more. Recalled after both
+        # transactions, never inside the local one (which holds the order row lock, while
+        # a running timer holds its delivery's and waits for the order's). Should this
+        # process die first, the timer finds the order held by this payment and does nothing.
+        order_payment_timer_recall(order_id=charge.order_id)
+    return sent
 
 
 def payment_charge_settle(*, order_id: str, charge_id: Optional[int], reason: str) -> bool:

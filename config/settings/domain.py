@@ -1,5 +1,5 @@
 """The order-payment apps' and txbroker's settings, from the environment. Each app writes
-its defaults once (``payments.conf``, ``notifications.conf``, ``txbroker.conf``); this
+its defaults once (``payments.conf``, ``orders.conf``, ``notifications.conf``, ``txbroker.conf``); this
 module only maps the environment's variables onto Django settings of the same names."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import os
 
 from config.settings.environment import VAR_DIR, env, env_with_defaults
 from notifications.conf import DEFAULTS as NOTIFICATIONS_DEFAULTS
+from orders.conf import DEFAULTS as ORDERS_DEFAULTS
 from payments.conf import DEFAULTS as PAYMENTS_DEFAULTS
 
-# --- Order-payment apps: PAYMENTS_* and NOTIFICATIONS_* (documented with their defaults) ---
+# --- Order-payment apps: PAYMENTS_*, ORDERS_* and NOTIFICATIONS_* (documented with their defaults) ---
 globals().update(env_with_defaults(PAYMENTS_DEFAULTS))
+globals().update(env_with_defaults(ORDERS_DEFAULTS))
 globals().update(env_with_defaults(NOTIFICATIONS_DEFAULTS))
 NOTIFICATIONS_SMS_FILE_PATH = env.str("NOTIFICATIONS_SMS_FILE_PATH", default=str(VAR_DIR / "sms.jsonl"))
 

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from orders.events import TOPIC as ORDER_TOPIC
 from orders.models import Order
 from orders.services import order_create
 from payments.gateways import SimulatedGateway
@@ -69,7 +70,8 @@ def nothing_written() -> None:
     assert list(Order.objects.values_list("order_id", flat=True)) == ["H-1"]
     assert not PaymentRecord.objects.exists()
     assert not Charge.objects.exists()
-    assert not Message.objects.exists()
+    # The one message: H-1's payment timer, sent with the order.
+    assert list(Message.objects.values_list("topic", "keys")) == [(ORDER_TOPIC, ["H-1"])]
     assert SimulatedGateway.calls == []
 
 

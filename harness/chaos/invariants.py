@@ -243,6 +243,7 @@ def _check_charges(records, lost, stuck, note) -> dict[str, int]:
 def _check_broker(
     records, lost, stuck, other, note, *, poison_share: float, poison: dict
 ) -> tuple[dict, dict]:
+    from orders.events import TOPIC as ORDER_TOPIC
     from payments.events import TOPIC
     from txbroker.delivery_transitions import WORKER_LOST, max_reconsume_times
     from txbroker.faults import is_poison, poison_identity
@@ -288,8 +289,16 @@ def _check_broker(
         else set()
     )
     poison_dead = 0
-    deliveries = Counter(Delivery.objects.values_list("status", flat=True))
-    for row in Delivery.objects.exclude(status__in=[Delivery.Status.SUCCEEDED]).values(
+    # The orders' payment timers (order_topic) are no payment work: PENDING until their due
+    # time (ORDERS_PAYMENT_TIMEOUT outlasts a run), RECALLED once paid. Counted apart.
+    timers = Counter(Delivery.objects.filter(message__topic=ORDER_TOPIC).values_list("status", flat=True))
+    deliveries = Counter(
+        Delivery.objects.exclude(message__topic=ORDER_TOPIC).values_list("status", flat=True)
+    )
+    unfinished = Delivery.objects.exclude(status__in=[Delivery.Status.SUCCEEDED]).exclude(
+        message__topic=ORDER_TOPIC
+    )
+    for row in unfinished.values(
         "message_id", "message__topic", "consumer_group", "status", "last_error", "attempts"
     ):
         if row["message_id"] in poison_messages and row["status"] == Delivery.Status.DEAD:
@@ -320,6 +329,7 @@ def _check_broker(
         {"states": dict(states), "settled_by_check_back": dict(settled_by_check)},
         {
             "statuses": dict(deliveries),
+            "payment_timers": dict(timers),
             "attempts_failed_by_injected_error": first_errors,
             "claims_reclaimed_after_a_crash": reclaimed,
             # batch-mates of a delivery whose worker died: taken back unstarted, a claim

@@ -285,6 +285,7 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     from django.db.models import Sum
 
     from notifications.models import Notification
+    from orders.events import TOPIC as ORDER_TOPIC
     from orders.models import Order
     from payments.models import Charge
     from points.models import PointsRecord
@@ -293,7 +294,11 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     connections.close_all()
     if design == "txbroker":
         half = Message.objects.filter(state=Message.State.HALF).count()
-        open_deliveries = Delivery.objects.filter(status__in=[*Delivery.WAITING, Delivery.Status.RUNNING])
+        # Orders' payment timers are not work left: due ORDERS_PAYMENT_TIMEOUT after their
+        # order (the default outlasts a run), RECALLED once it is paid.
+        open_deliveries = Delivery.objects.filter(
+            status__in=[*Delivery.WAITING, Delivery.Status.RUNNING]
+        ).exclude(message__topic=ORDER_TOPIC)
         running = open_deliveries.count()
         attempts = open_deliveries.aggregate(n=Sum("attempts"))["n"] or 0
         # Charges a killed process left PENDING/APPROVED: reconciliation's work.

@@ -25,8 +25,10 @@ from django.db.models import Count, Sum
 
 from notifications.models import Notification
 from notifications.services import phone_set_verified
+from orders.events import TOPIC as ORDER_TOPIC
 from orders.models import Order
 from orders.services import order_create
+from payments.events import TOPIC as PAYMENT_TOPIC
 from payments.exceptions import PaymentDeclined, PaymentError
 from payments.models import Charge, PaymentRecord
 from payments.services import payment_pay
@@ -225,6 +227,13 @@ class Command(BaseCommand):
             .annotate(n=Count("id"))
             .order_by("consumer_group", "status")
         ]
+        rows += [
+            ("payment timers", status, n)
+            for status, n in _deliveries(ids, ORDER_TOPIC)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by("status")
+        ]
         rows.append(("elapsed", "seconds", f"{elapsed:.1f}"))
         self._table(rows)
 
@@ -280,6 +289,9 @@ class Command(BaseCommand):
         succeeded = _deliveries(ids).filter(status=Delivery.Status.SUCCEEDED).count()
         if succeeded != len(paid) * CONSUMER_GROUPS or _deliveries(ids).count() != succeeded:
             failures.append(f"{succeeded} deliveries SUCCEEDED, expected {len(paid) * CONSUMER_GROUPS}")
+        recalled = _deliveries(ids, ORDER_TOPIC).filter(status=Delivery.Status.RECALLED).count()
+        if recalled != len(paid):
+            failures.append(f"{recalled} payment timers recalled for {len(paid)} paid orders")
         approved = Charge.objects.filter(order_id__in=ids, status=Charge.Status.RECORDED).count()
         if approved != len(paid):
             failures.append(f"{approved} recorded charges for {len(paid)} paid orders")
@@ -290,12 +302,13 @@ class Command(BaseCommand):
         self.stdout.flush()
 
 
-def _messages(order_ids: list[str]):
-    return Message.objects.filter(key_rows__key__in=order_ids).distinct()
+def _messages(order_ids: list[str], topic: str = PAYMENT_TOPIC):
+    """The orders' payment messages (``topic=ORDER_TOPIC``: their payment timers)."""
+    return Message.objects.filter(topic=topic, key_rows__key__in=order_ids).distinct()
 
 
-def _deliveries(order_ids: list[str]):
-    return Delivery.objects.filter(message__key_rows__key__in=order_ids)
+def _deliveries(order_ids: list[str], topic: str = PAYMENT_TOPIC):
+    return Delivery.objects.filter(message__topic=topic, message__key_rows__key__in=order_ids)
 
 
 def _counted(what: str, queryset, column: str) -> list[tuple[str, str, int]]:
