@@ -40,7 +40,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from orders.selectors import order_get, order_get_for_update
-from payments.clock import Now
+from payments.clock import Now, db_ago
 from payments.events import TAG_REFUND, TOPIC, PaymentRefunded
 from payments.exceptions import (
     PAYMENT_GATEWAY_FAILED,
@@ -126,12 +126,68 @@ def refund_abandoned_charge(*, charge: Charge, operator: AbstractBaseUser, reaso
     if not created:
         return _refund_existing(refund)
     _refund_at_gateway(refund=refund, charge=charge)
-    with transaction.atomic():
+    refund_abandoned_record(refund=refund)
+    refund.refresh_from_db()
+    return RefundOutcome.of(refund, created=True)
+
+
+def refund_abandoned_record(*, refund: Refund) -> bool:
+    """APPROVED -> REFUNDED for the refund of an ABANDONED charge (no message: nobody
+    consumed a payment for it). True when it moved now."""
+    return bool(
         Refund.objects.filter(pk=refund.pk, status=Refund.Status.APPROVED).update(
             status=Refund.Status.REFUNDED, updated_at=Now()
         )
-    refund.refresh_from_db()
-    return RefundOutcome.of(refund, created=True)
+    )
+
+
+def refunds_lease(*, older_than: float, batch_size: int) -> list[Refund]:
+    """Lease up to ``batch_size`` refunds left PENDING or APPROVED for more than
+    ``older_than`` seconds (database time) by a process that died between its steps: locked
+    rows are skipped, and the lease (``updated_at`` set to now in the claiming transaction)
+    makes a leased refund no candidate for anyone for another ``older_than`` seconds."""
+    with transaction.atomic():
+        ids = list(
+            Refund.objects.filter(
+                status__in=[Refund.Status.PENDING, Refund.Status.APPROVED], updated_at__lt=db_ago(older_than)
+            )
+            .select_for_update(skip_locked=True)
+            .order_by("updated_at", "pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return []
+        Refund.objects.filter(pk__in=ids).update(updated_at=Now())
+        return list(Refund.objects.filter(pk__in=ids).select_related("charge").order_by("pk"))
+
+
+def refund_complete(*, refund: Refund) -> str:
+    """Finish a leased refund its process left behind, as that process would have: a
+    PENDING one is refunded at the gateway (the same idempotency key: a refund the gateway
+    made is answered, not repeated); an APPROVED one is recorded, through a new refund
+    message unless one is still HALF (check-back records that one). Returns what was done."""
+    charge = refund.charge
+    if refund.status == Refund.Status.PENDING:
+        try:
+            _refund_at_gateway(refund=refund, charge=charge)
+        except PaymentGatewayFailed:
+            return "gateway_failed"  # the claim is gone: nothing changed, the owner may retry
+        refund.refresh_from_db()
+    if refund.status != Refund.Status.APPROVED:
+        return "raced"
+    if charge.status == Charge.Status.ABANDONED:
+        return "recorded" if refund_abandoned_record(refund=refund) else "raced"
+    pending = any(
+        m.state == "HALF" and m.properties.get("refund_id") == str(refund.pk)
+        for m in messages_with_key(refund.order_id, producer_group=REFUND_PRODUCER_GROUP)
+    )
+    if pending:
+        return "left_to_check_back"
+    try:
+        outcome = _refund_message_send(refund=refund)
+    except PaymentUnavailable:
+        return "send_failed"
+    return "recorded" if outcome.status == Refund.Status.REFUNDED else "left_to_check_back"
 
 
 def _refund_existing(refund: Refund) -> RefundOutcome:

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from payments.reconciliation import charge_reconcile_stale
+from payments.refund_reconciliation import refund_reconcile_stale
 
 logger = logging.getLogger("payments")
 
@@ -20,6 +21,7 @@ def charge_reconcile() -> dict:
     close_old_connections()
     try:
         report = charge_reconcile_stale()
+        refunds = refund_reconcile_stale()
     except (OperationalError, InterfaceError):
         # The database went away mid-run: what was not settled is still stale next run.
         logger.warning("charge reconciliation could not reach the database", exc_info=True)
@@ -30,4 +32,4 @@ def charge_reconcile() -> dict:
         logger.warning("charge reconciliation: %s", report.summary())
     elif report.rechecked:
         logger.info("charge reconciliation: %s", report.summary())
-    return report.as_dict()
+    return {**report.as_dict(), "refunds": refunds.as_dict()}

@@ -20,6 +20,9 @@ is stuck. In the naive design poison is by order id: its three tasks kill their 
 
 ``false_rollbacks``: payment messages rolled back by check-back whose producer was alive
 (``harness.chaos.rollbacks``).
+
+Refunds (txbroker design) are checked by ``harness.chaos.refund_checks``, counted under the
+same four kinds; a refunded order counts as paid-then-refunded (REFUNDED, not PAID).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from harness.chaos.history import ProcessHistory
 from harness.chaos.load import Outcome
+from harness.chaos.refund_checks import check_refunds
 from harness.chaos.rollbacks import check_back_rollbacks
 
 SMS_ORDER = re.compile(r"for order (\S+) received")
@@ -56,7 +60,7 @@ def check(
 ) -> dict[str, Any]:
     from notifications.models import Notification
     from orders.models import Order
-    from payments.models import Charge, PaymentRecord
+    from payments.models import Charge, PaymentRecord, Refund
     from points.models import PointsRecord, UserPoints
     from txbroker.faults import is_poison
 
@@ -79,6 +83,11 @@ def check(
         )
     }
     orders = dict(Order.objects.values_list("order_id", "status"))
+    refunded = set(
+        Refund.objects.filter(status=Refund.Status.REFUNDED)
+        .exclude(message_id="")
+        .values_list("order_id", flat=True)
+    )
     points_rows: dict[str, list[int]] = defaultdict(list)
     # Payment awards and payment SMS (a refund adds a REFUND record and a REFUND SMS).
     for order_id, points in PointsRecord.objects.filter(reason=PointsRecord.Reason.PAYMENT).values_list(
@@ -98,8 +107,9 @@ def check(
     # Every SUCCESS payment record: order PAID, one points record of floor(amount), one SMS.
     for order_id, record in records.items():
         missing = poison_missing if order_id in poison_orders else lost
-        if orders.get(order_id) != Order.Status.PAID:
-            note("order_not_paid", missing, order_id)
+        expected = Order.Status.REFUNDED if order_id in refunded else Order.Status.PAID
+        if orders.get(order_id) != expected:
+            note("order_not_paid", missing, f"{order_id}: {orders.get(order_id)}, expected {expected}")
         rows = points_rows.get(order_id, [])
         if not rows:
             note("points_record_missing", missing, order_id)
@@ -161,6 +171,16 @@ def check(
                 history, timeline or [], crashes or []
             )
             false_rollbacks = found["rollbacks_by_check_back"]["false"]
+        found["refunds"] = check_refunds(
+            records=records,
+            outcomes=outcomes,
+            poison_orders=poison_orders,
+            lost=lost,
+            doubled=doubled,
+            stuck=stuck,
+            other=other,
+            note=note,
+        )
     found["false_rollbacks"] = false_rollbacks
     found["charges_reconciled"] = _check_charges(records, lost, stuck, note)
 
@@ -245,6 +265,7 @@ def _check_broker(
 ) -> tuple[dict, dict]:
     from orders.events import TOPIC as ORDER_TOPIC
     from payments.events import TOPIC
+    from payments.models import Refund
     from txbroker.delivery_transitions import WORKER_LOST, max_reconsume_times
     from txbroker.faults import is_poison, poison_identity
     from txbroker.models import Delivery, Message, TraceEvent
@@ -252,6 +273,8 @@ def _check_broker(
 
     states = Counter(Message.objects.filter(topic=TOPIC).values_list("state", flat=True))
     by_message = {r["message_id"]: order_id for order_id, r in records.items()}
+    # A refund's message is recorded by its Refund (harness.chaos.refund_checks).
+    by_message.update(Refund.objects.exclude(message_id="").values_list("message_id", "order_id"))
     checked = set(
         TraceEvent.objects.filter(event=TraceEvent.Event.CHECK)
         .values_list("message_id", flat=True)

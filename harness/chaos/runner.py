@@ -45,6 +45,7 @@ class RunOptions:
     concurrency: int = 16
     users: int = 0
     decline_share: float = 0.15
+    refund_share: float = 0.2  # of the payments, refunded by their owners (txbroker only)
     rounding_share: float = 0.3
     seed: int = 1
     fault_points: str = DEFAULT_FAULT_POINTS
@@ -152,6 +153,8 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
             seed=options.seed,
             decline_share=options.decline_share,
             rounding_share=options.rounding_share,
+            # The naive design has no refund: its on_commit tasks keep no order per order.
+            refund_share=options.refund_share if design == "txbroker" else 0.0,
         )
         say(
             f"[{design}] {len(plans)} payments, {options.concurrency} clients, faults on: "
@@ -287,7 +290,7 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
     from notifications.models import Notification
     from orders.events import TOPIC as ORDER_TOPIC
     from orders.models import Order
-    from payments.models import Charge
+    from payments.models import Charge, Refund
     from points.models import PointsRecord
     from txbroker.models import Delivery, Message
 
@@ -301,13 +304,15 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
         ).exclude(message__topic=ORDER_TOPIC)
         running = open_deliveries.count()
         attempts = open_deliveries.aggregate(n=Sum("attempts"))["n"] or 0
-        # Charges a killed process left PENDING/APPROVED: reconciliation's work.
+        # Charges and refunds a killed process left PENDING/APPROVED: reconciliation's work.
         charges = Charge.objects.unsettled().count()
+        refunds = Refund.objects.exclude(status=Refund.Status.REFUNDED).count()
         return {
-            "total": half + running + charges,
+            "total": half + running + charges + refunds,
             "half_messages": half,
             "open_deliveries": running,
             "unsettled_charges": charges,
+            "unfinished_refunds": refunds,
             "attempts": attempts,
         }
     import redis

@@ -2,7 +2,9 @@
 every fault kind at once (SIGKILLs, Redis wipes, cut and crashed PostgreSQL, frozen
 processes, a skewed worker and beat, poison messages, slow checks), scaled down: short
 freezes, frequent crashes, few reconsume times. txbroker loses, doubles, leaves stuck and
-falsely rolls back nothing; the naive design, under the same faults, loses."""
+falsely rolls back nothing; the naive design, under the same faults, loses. A third of
+txbroker's payments are refunded by their owners, half at once: every refund is recorded and
+applied once, after its payment in every consumer group, and the points net to zero."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
         "--fault-points=after_half_stored=0.05,after_local_transaction=0.05,handler_before_commit=0.05,"
         "handler_after_commit=0.05,handler_first_attempt_error=0.3",
         "--seed=5",
+        "--refund-share=0.3",
         f"--json={report_path}",
         f"--run-dir={tmp_path}",
         # Not the developer's chaos database: a run of `make chaos` may be going on (with
@@ -70,6 +73,20 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
     assert txbroker["payments"]["succeeded"] > 40
     assert txbroker["payments"]["declined"] > 0
     assert txbroker["settle"]["settled"]
+    assert txbroker["other_violations"] == 0, txbroker["examples"]
+
+    # Refunds: requested for a third of the payments, each one recorded, consumed after its
+    # payment by all three consumer groups, its order's points back to zero.
+    refunds = txbroker["refunds"]
+    assert refunds["requested"] >= 8, refunds
+    assert refunds["unfinished_requests"] == 0, refunds
+    assert refunds["refunded"] == refunds["requested"], refunds
+    # (A poison order's refund dies with its payment: counted under poison, not checked.)
+    checked = refunds["refunded"] - refunds["poison"]
+    assert checked >= 8, refunds
+    assert refunds["consumer_group_pairs_in_order"] == 3 * checked, refunds
+    assert refunds["orders_points_net_zero"] == checked, refunds
+    assert "refunds" not in naive
 
     # Every fault kind fired.
     faults = txbroker["faults_injected"]
@@ -87,7 +104,8 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
 
     # A poison payment's deliveries all ended DEAD as expected; its effects are not "lost".
     poison = txbroker["poison"]
-    assert poison["deliveries_dead"] == 3 * poison["payments"], poison
+    # (A refunded poison order's refund message is poison too: three more dead letters.)
+    assert poison["deliveries_dead"] == 3 * (poison["payments"] + refunds["poison"]), (poison, refunds)
     # The contrast: the same faults lose effects of the naive design.
     assert naive["lost"] > 0
     assert "txbroker: 0 lost, 0 doubled, 0 stuck, 0 false rollbacks" in result.stdout

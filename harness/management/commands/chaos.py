@@ -43,6 +43,7 @@ CHILD_OPTIONS = (
     "concurrency",
     "users",
     "decline_share",
+    "refund_share",
     "rounding_share",
     "seed",
     "faults",
@@ -73,6 +74,12 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients")
         parser.add_argument("--users", type=int, default=0, help="default: payments / 20, at least 4")
         parser.add_argument("--decline-share", type=float, default=0.15)
+        parser.add_argument(
+            "--refund-share",
+            type=float,
+            default=0.2,
+            help="share of payments refunded by their owners, half at once (txbroker design only)",
+        )
         parser.add_argument("--rounding-share", type=float, default=0.3, help="amounts like 0.99, 99.99")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument(
@@ -258,6 +265,7 @@ class Command(BaseCommand):
             concurrency=options["concurrency"],
             users=options["users"],
             decline_share=options["decline_share"],
+            refund_share=options["refund_share"],
             rounding_share=options["rounding_share"],
             seed=options["seed"],
             fault_points=options["fault_points"],

@@ -5,6 +5,7 @@ import math
 from django.core.management.base import BaseCommand, CommandError
 
 from payments.reconciliation import ChargeReconcileReport, charge_reconcile_after, charge_reconcile_stale
+from payments.refund_reconciliation import refund_reconcile_stale
 
 OLDER_THAN_INVALID = "--older-than must be a number of seconds >= 0, not {value!r}"
 
@@ -13,7 +14,8 @@ class Command(BaseCommand):
     help = (
         "Settle charges left PENDING or APPROVED by payments whose process died: ask the gateway, "
         "then complete the payment or free the order; recheck charges closed without the "
-        "gateway's answer and mark late approvals for refund (what the beat task does)."
+        "gateway's answer and mark late approvals for refund; finish refunds left PENDING or "
+        "APPROVED (what the beat task does)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -47,3 +49,6 @@ class Command(BaseCommand):
 
         report = charge_reconcile_stale(older_than=seconds, dry_run=dry_run, progress=progress)
         self.stdout.write(self.style.SUCCESS(report.summary()) if report.noteworthy else report.summary())
+        if not dry_run:  # finishing a refund moves money: nothing to preview
+            refunds = refund_reconcile_stale(older_than=seconds)
+            self.stdout.write(refunds.summary())
