@@ -8,6 +8,9 @@ read the order, check it is not paid yet, charge the (simulated) gateway, insert
   Celery tasks running the same services.
 - ``txbroker``: the full protocol through ``payment_producer`` (half message, the record
   insert as the local transaction, commit, three deliveries, one wake-up task).
+- ``txbroker_ordered`` (optional): ``txbroker`` with each payment message in one of
+  ``ORDERED_GROUPS`` message groups (by order number): per group and consumer group, a
+  delivery waits for the one before it, so this measures what ordering costs.
 - ``product`` (optional): ``payments.services.payment_pay`` as the product runs it, with
   its ``Charge`` rows on top of the protocol (more work than the other three do).
 
@@ -41,7 +44,8 @@ from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 
 DESIGNS = ("raw", "naive", "txbroker")
-OPTIONAL_DESIGNS = ("product", "txbroker_orm")
+OPTIONAL_DESIGNS = ("product", "txbroker_orm", "txbroker_ordered")
+ORDERED_GROUPS = 100
 # Environment of a design's processes: txbroker_orm is txbroker with this work's hot-path
 # levers off (the ORM's statements, a wake-up per commit), for before/after figures.
 DESIGN_ENV: dict[str, dict[str, str]] = {
@@ -102,7 +106,7 @@ def pay_naive(user, order_id: str, amount: Decimal) -> None:
     naive_payment_pay(user=user, order_id=order_id, amount=amount)
 
 
-def pay_txbroker(user, order_id: str, amount: Decimal) -> None:
+def pay_txbroker(user, order_id: str, amount: Decimal, *, message_group: str = "") -> None:
     from payments.checkers import payment_producer
     from txbroker import LocalTransactionState, OutgoingMessage
 
@@ -116,10 +120,18 @@ def pay_txbroker(user, order_id: str, amount: Decimal) -> None:
         return LocalTransactionState.COMMIT
 
     sent = payment_producer.send_message_in_transaction(
-        OutgoingMessage(topic=TOPIC, tag=TAG, keys=(order_id,), body=event.as_body()), record_payment
+        OutgoingMessage(
+            topic=TOPIC, tag=TAG, keys=(order_id,), body=event.as_body(), message_group=message_group
+        ),
+        record_payment,
     )
     if sent.message_state != Message.State.COMMITTED:
         raise BenchPaymentFailed(f"message {sent.msg_id} is {sent.message_state}")
+
+
+def pay_txbroker_ordered(user, order_id: str, amount: Decimal) -> None:
+    number = int(order_id.rsplit("-", 1)[1])
+    pay_txbroker(user, order_id, amount, message_group=f"G{number % ORDERED_GROUPS:03d}")
 
 
 def pay_product(user, order_id: str, amount: Decimal) -> None:
@@ -135,6 +147,7 @@ PAY: dict[str, Callable] = {
     "naive": pay_naive,
     "txbroker": pay_txbroker,
     "txbroker_orm": pay_txbroker,
+    "txbroker_ordered": pay_txbroker_ordered,
     "product": pay_product,
 }
 

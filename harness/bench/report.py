@@ -15,10 +15,14 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
 
 def ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Optional[float]]:
     pps = {name: run.get("payments_per_s") for name, run in runs.items()}
-    return {
+    found = {
         "txbroker_vs_naive": ratio(pps.get("txbroker"), pps.get("naive")),
         "txbroker_vs_raw": ratio(pps.get("txbroker"), pps.get("raw")),
     }
+    if "txbroker_ordered" in runs:
+        # Payments in 100 message groups, each consumed in order, against no groups.
+        found["ordered_vs_unordered"] = ratio(pps.get("txbroker_ordered"), pps.get("txbroker"))
+    return found
 
 
 def _fmt(value: Any, width: int) -> str:

@@ -4,6 +4,7 @@ every design (no timing is asserted: CI machines vary)."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -64,3 +65,37 @@ def test_percentiles_are_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
     assert percentile([], 50) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ordered_design_consumes_each_message_group_in_commit_order(tmp_path, clean_queue):
+    from harness.bench.designs import ORDERED_GROUPS
+    from txbroker.models import Delivery
+
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "manage.py", "bench", "--payments=300", "--concurrency=2", "--workers=2"]
+    argv += ["--designs=txbroker,txbroker_ordered", "--no-half-rate", f"--json={out}"]
+    argv += [f"--work-dir={tmp_path / 'work'}", "--timeout=240"]
+    done = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert document["designs"]["txbroker_ordered"]["payments"] == 300
+    assert document["designs"]["txbroker_ordered"]["failed"] == 0
+    assert document["ratios"]["ordered_vs_unordered"] > 0
+
+    # The last design's rows are still there: per consumer group and message group, the
+    # deliveries succeeded one after another in their sequence (commit) order.
+    rows = Delivery.objects.exclude(message_group="").values_list(
+        "consumer_group", "message_group", "sequence", "started_at", "succeeded_at", "status"
+    )
+    by_group: dict = {}
+    for group, message_group, sequence, started, succeeded, status in rows:
+        assert status == Delivery.Status.SUCCEEDED
+        by_group.setdefault((group, message_group), []).append((sequence, started, succeeded))
+    assert len({mg for _, mg in by_group}) == ORDERED_GROUPS
+    assert len(by_group) == 3 * ORDERED_GROUPS
+    for key, deliveries in by_group.items():
+        deliveries.sort()
+        assert [s for s, _, _ in deliveries] == list(range(1, len(deliveries) + 1)), key
+        for (_, _, before_done), (_, after_started, _) in itertools.pairwise(deliveries):
+            assert before_done <= after_started, key
