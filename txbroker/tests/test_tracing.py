@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from txbroker.models import Message
+from txbroker.tests.helpers import send
 from txbroker.tests.processes import child_env, project_dir
 from txbroker.tests.spans import require_opentelemetry
 from txbroker.tests.support.checkers import PRODUCER_GROUP
@@ -49,8 +51,9 @@ def test_without_opentelemetry_nothing_changes_and_nothing_is_imported(broker_en
         "check": "COMMITTED",
         "rollback": "ROLLED_BACK",
         "plain": "COMMITTED",
+        "operator": "ROLLED_BACK",
     }
-    assert report["properties"] == {"fail": {}, "check": {}, "rollback": {}, "plain": {}}
+    assert report["properties"] == {"fail": {}, "check": {}, "rollback": {}, "plain": {}, "operator": {}}
     assert report["deliveries"] > 0
 
 
@@ -69,7 +72,14 @@ def test_spans_follow_the_messaging_conventions(broker_env):
         return span
 
     # The producer's spans; the message carries their context.
-    for name, operation in [("fail", "send"), ("check", "send"), ("rollback", "send"), ("plain", "create")]:
+    producers = [
+        ("fail", "send"),
+        ("check", "send"),
+        ("rollback", "send"),
+        ("operator", "send"),
+        ("plain", "create"),
+    ]
+    for name, operation in producers:
         span = producer_span(name)
         assert span["name"] == f"{operation} {TOPIC}"
         assert span["attributes"]["messaging.operation.type"] == operation
@@ -92,6 +102,12 @@ def test_spans_follow_the_messaging_conventions(broker_env):
         assert settle["attributes"]["messaging.operation.name"] == operation
         assert settle["attributes"]["txbroker.settled_by"] == "producer"
     assert not [s for s in about("rollback") if s["kind"] == "CONSUMER"]
+    # An operator's rollback outside any span: under the producer's span, linked to it.
+    send = producer_span("operator")
+    (settle,) = [s for s in about("operator") if s["name"] == f"rollback {TOPIC}"]
+    assert settle["trace_id"] == send["trace_id"] and settle["parent_id"] == send["span_id"]
+    assert settle["links"] == [{"trace_id": send["trace_id"], "span_id": send["span_id"]}]
+    assert settle["attributes"]["txbroker.settled_by"] == "operator"
 
     # Check-back: a check span continuing the producer's trace, the commit under it.
     send = producer_span("check")
@@ -130,3 +146,10 @@ def test_spans_follow_the_messaging_conventions(broker_env):
     create = producer_span("plain")
     plain = [s for s in about("plain") if s["kind"] == "CONSUMER"]
     assert plain and all(s["parent_id"] == create["span_id"] for s in plain)
+
+
+def test_installed_but_not_configured_stores_no_context(broker_env):
+    """This test process has OpenTelemetry's API (when the extra is installed) and no SDK
+    configured: the no-op tracer records nothing and the message carries no context."""
+    msg_id = send("t-unconfigured").msg_id
+    assert Message.objects.get(pk=msg_id).properties == {}

@@ -59,7 +59,7 @@ def main(mode: str) -> None:
     django.setup()
     from django.db import transaction
 
-    from txbroker import OutgoingMessage, Producer, tracing
+    from txbroker import OutgoingMessage, Producer, operations, tracing
     from txbroker.checkback import check_pass
     from txbroker.models import Delivery, Message
     from txbroker.tests.helpers import send
@@ -71,7 +71,9 @@ def main(mode: str) -> None:
         "fail": send("t-fail", tag="pay").msg_id,  # its handlers fail their first attempt
         "check": send("t-check", answer="UNKNOWN", check_immunity_seconds=0).msg_id,
         "rollback": send("t-rollback", answer="ROLLBACK").msg_id,
+        "operator": send("t-operator", answer="UNKNOWN", check_immunity_seconds=600).msg_id,
     }
+    operations.resolve(sent["operator"], commit=False, actor="tester")  # outside any span
     with transaction.atomic():
         sent["plain"] = Producer("test_plain_group").send(
             OutgoingMessage(topic=TOPIC, tag="note", keys=["t-plain"], body={})
