@@ -113,7 +113,8 @@ def read_spans(folder: Path) -> list[dict[str, Any]]:
     """Every span the traced processes exported so far."""
     spans = []
     for path in sorted((folder / "spans").glob("spans-*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.endswith("}"):  # a line still being written is read next time
-                spans.append(json.loads(line))
+        text = path.read_text(encoding="utf-8")
+        # A last line without its newline is still being written: read it next time.
+        complete = text[: text.rfind("\n") + 1]
+        spans.extend(json.loads(line) for line in complete.splitlines())
     return spans
