@@ -61,7 +61,7 @@ INSTRUMENTATION = "txbroker"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _tracer():
+def _tracer() -> Any:
     # Looked up at every span: the SDK may be configured after txbroker is imported.
     return trace.get_tracer(INSTRUMENTATION)
 

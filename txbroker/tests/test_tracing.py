@@ -24,6 +24,7 @@ from txbroker.tests.processes import child_env, project_dir
 from txbroker.tests.spans import require_opentelemetry
 from txbroker.tests.support.checkers import PRODUCER_GROUP
 from txbroker.tests.support.consumers import TOPIC
+from txbroker.tests.tracing_run import EXPLICIT
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -52,8 +53,16 @@ def test_without_opentelemetry_nothing_changes_and_nothing_is_imported(broker_en
         "rollback": "ROLLED_BACK",
         "plain": "COMMITTED",
         "operator": "ROLLED_BACK",
+        "explicit": "COMMITTED",
     }
-    assert report["properties"] == {"fail": {}, "check": {}, "rollback": {}, "plain": {}, "operator": {}}
+    assert report["properties"] == {
+        "fail": {},
+        "check": {},
+        "rollback": {},
+        "plain": {},
+        "operator": {},
+        "explicit": {"traceparent": EXPLICIT},
+    }
     assert report["deliveries"] > 0
 
 
@@ -146,6 +155,12 @@ def test_spans_follow_the_messaging_conventions(broker_env):
     create = producer_span("plain")
     plain = [s for s in about("plain") if s["kind"] == "CONSUMER"]
     assert plain and all(s["parent_id"] == create["span_id"] for s in plain)
+
+    # A traceparent the producer set itself is kept, and its deliveries continue it.
+    assert report["properties"]["explicit"] == {"traceparent": EXPLICIT}
+    _, trace_id, span_id, _ = EXPLICIT.split("-")
+    relayed = [s for s in about("explicit") if s["kind"] == "CONSUMER"]
+    assert relayed and all(s["trace_id"] == trace_id and s["parent_id"] == span_id for s in relayed)
 
 
 def test_installed_but_not_configured_stores_no_context(broker_env):

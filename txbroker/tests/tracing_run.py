@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+EXPLICIT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 class BlockOpenTelemetry(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
@@ -72,6 +74,8 @@ def main(mode: str) -> None:
         "check": send("t-check", answer="UNKNOWN", check_immunity_seconds=0).msg_id,
         "rollback": send("t-rollback", answer="ROLLBACK").msg_id,
         "operator": send("t-operator", answer="UNKNOWN", check_immunity_seconds=600).msg_id,
+        # A context the producer put in the properties itself (relayed from elsewhere).
+        "explicit": send("t-explicit", tag="note", properties={"traceparent": EXPLICIT}).msg_id,
     }
     operations.resolve(sent["operator"], commit=False, actor="tester")  # outside any span
     with transaction.atomic():
