@@ -26,6 +26,7 @@ from typing import Optional
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, transaction
 
+from txbroker import tracing
 from txbroker.conf import txsettings
 from txbroker.db import broker_db, recover_connections
 from txbroker.faults import fault_block
@@ -150,6 +151,7 @@ def _check_one(message: Message, token: str, report: CheckReport, limits: _Limit
 
     check_times = message.check_times + 1
     with ExitStack() as stack:
+        span = stack.enter_context(tracing.checking(message, check_times))
         # One short transaction per message: the checker's locks end with its settlement.
         for alias in _transaction_databases():
             stack.enter_context(transaction.atomic(using=alias))
@@ -173,6 +175,7 @@ def _check_one(message: Message, token: str, report: CheckReport, limits: _Limit
         else:
             outcome = "UNKNOWN"
             moved = message_postpone(message, check_times=check_times, delay=limits.interval, **settled)
+        tracing.outcome(span, outcome if moved else "LEASE_LOST")
     if moved:
         report.checked += 1
         report.outcomes[outcome] += 1

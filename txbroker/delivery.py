@@ -26,11 +26,12 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Optional
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, transaction
 
-from txbroker import fastpath
+from txbroker import fastpath, tracing
 from txbroker.conf import txsettings
 from txbroker.db import broker_db, recover_connections
 from txbroker.delivery_transitions import (
@@ -191,6 +192,29 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
         report.skipped += 1
         return "SKIPPED"
     delivery.attempts = attempt
+    with tracing.processing(message, delivery.consumer_group, attempt) as span:
+        status, elapsed_ms, succeeded_at = _run_started(consumer, delivery, token, span)
+        tracing.outcome(span, status)
+    if status == "SKIPPED":
+        _log_claim_lost(delivery)
+        report.skipped += 1
+        return status
+    if status == Status.SUCCEEDED:
+        report.succeeded += 1
+    else:
+        report.failed += 1
+        report.dead += status == Status.DEAD
+    report.durations_ms.append(elapsed_ms)
+    observe_delivery(delivery.consumer_group, status, elapsed_ms, message.resolved_at, succeeded_at)
+    fault_point("handler_after_commit")
+    return status
+
+
+def _run_started(
+    consumer: Optional[Consumer], delivery: Delivery, token: str, span: object
+) -> tuple[str, float, Optional[datetime]]:
+    """Run a started attempt: its status ("SKIPPED": the claim was lost), how long it took
+    and when it succeeded (database time)."""
     started = time.monotonic()
     try:
         with ExitStack() as stack:
@@ -202,12 +226,9 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
             _call_handler(consumer, delivery)
             elapsed_ms = (time.monotonic() - started) * 1000
             succeeded_at = mark_succeeded(delivery, token, elapsed_ms)
-        status = Status.SUCCEEDED
-        report.succeeded += 1
+        return Status.SUCCEEDED, elapsed_ms, succeeded_at
     except ClaimLost:
-        _log_claim_lost(delivery)
-        report.skipped += 1
-        return "SKIPPED"
+        return "SKIPPED", (time.monotonic() - started) * 1000, None
     except (_HandlerFailed, *STOP_EXCEPTIONS) as failed:
         elapsed_ms = (time.monotonic() - started) * 1000
         error = failed.error if isinstance(failed, _HandlerFailed) else failed
@@ -215,16 +236,9 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
         if isinstance(failed, STOP_EXCEPTIONS):
             raise
         if status is None:  # the claim was taken back meanwhile: not ours to record
-            _log_claim_lost(delivery)
-            report.skipped += 1
-            return "SKIPPED"
-        succeeded_at = None
-        report.failed += 1
-        report.dead += status == Status.DEAD
-    report.durations_ms.append(elapsed_ms)
-    observe_delivery(delivery.consumer_group, status, elapsed_ms, message.resolved_at, succeeded_at)
-    fault_point("handler_after_commit")
-    return status
+            return "SKIPPED", elapsed_ms, None
+        tracing.failed(span, error, outcome=status)
+        return status, elapsed_ms, None
 
 
 def _log_claim_lost(delivery: Delivery) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 
-from txbroker import dbtime, fastpath
+from txbroker import dbtime, fastpath, tracing
 from txbroker.conf import txsettings
 from txbroker.db import broker_db, recover_connections
 from txbroker.exceptions import ConfigurationError
@@ -67,7 +67,8 @@ def new_message(message: OutgoingMessage, producer_group: str, state: str) -> Me
         tag=message.tag,
         keys=list(message.keys),
         body=message.body,
-        properties=dict(message.properties),
+        # The producer's trace context (traceparent, ...) when tracing is on.
+        properties=tracing.inject(dict(message.properties)),
         producer_group=producer_group,
         state=state,
         message_group=message.message_group,
@@ -96,9 +97,13 @@ class Producer:
                 "commits with the caller's transaction. Outside one, use "
                 "TransactionProducer.send_message_in_transaction()."
             )
-        stored = new_message(message, self.producer_group, Message.State.COMMITTED)
-        keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
-        message_send_committed(stored, keys, producer_group=self.producer_group, identity=producer_identity())
+        with tracing.producing(message, self.producer_group, transactional=False) as span:
+            stored = new_message(message, self.producer_group, Message.State.COMMITTED)
+            tracing.identify(span, stored.msg_id)
+            keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
+            message_send_committed(
+                stored, keys, producer_group=self.producer_group, identity=producer_identity()
+            )
         return stored.msg_id
 
 
@@ -135,14 +140,18 @@ class TransactionProducer:
                 "before the local transaction runs, and the local transaction must commit on its "
                 "own. Call it outside any atomic block and let the local transaction open its own."
             )
-        stored = self._store_half(message)
-        fault_point("after_half_stored")
+        with tracing.producing(message, self.producer_group, transactional=True) as span:
+            stored = self._store_half(message)
+            tracing.identify(span, stored.msg_id)
+            fault_point("after_half_stored")
 
-        view = MessageView.of(stored)
-        state, detail = self._run_local_transaction(view, local_transaction, arg)
-        fault_point("after_local_transaction")
+            view = MessageView.of(stored)
+            state, detail = self._run_local_transaction(view, local_transaction, arg)
+            fault_point("after_local_transaction")
 
-        final = self._end_transaction(stored, state, detail)
+            final = self._end_transaction(stored, state, detail)
+            tracing.identify(span, stored.msg_id, **{"txbroker.local_transaction.state": state.value})
+            tracing.outcome(span, final)
         return SendResult(msg_id=stored.msg_id, local_transaction_state=state, message_state=final)
 
     def _end_transaction(self, stored: Message, state: LocalTransactionState, detail: str) -> str:

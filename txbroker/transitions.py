@@ -22,7 +22,7 @@ from typing import Optional
 
 from django.db import transaction
 
-from txbroker import dbtime, fastpath
+from txbroker import dbtime, fastpath, tracing
 from txbroker.db import broker_db
 from txbroker.delivery_transitions import deliveries_create, deliveries_for
 from txbroker.exceptions import MessageNotFound
@@ -56,6 +56,7 @@ def _refuse(msg_id: str, attempted: str, by: str, actor: str) -> None:
     trace(msg_id, Event.REFUSED, detail, actor=actor)
 
 
+@tracing.settles("commit")
 def message_commit(
     message: Message,
     *,
@@ -164,6 +165,7 @@ def message_send_committed(
         transaction.on_commit(wake_deliveries, using=db)
 
 
+@tracing.settles("rollback")
 def message_rollback(
     message: Message,
     *,

@@ -109,10 +109,20 @@ FAKETIME_ENV: dict[str, str] = {}
 
 
 def start_worker(
-    log_dir: Path, name: str = "worker", concurrency: int = 2, *, clock_offset: float = 0, **env: str
+    log_dir: Path,
+    name: str = "worker",
+    concurrency: int = 2,
+    *,
+    clock_offset: float = 0,
+    wrap: Optional[Callable[[list[str]], list[str]]] = None,
+    **env: str,
 ) -> Proc:
+    """A Celery worker on the test database (``wrap``: its command line run under another,
+    as txbroker.tests.spans.traced does)."""
     # INFO: the test waits for Celery's "ready." line.
     argv = worker_argv(app=celery_app(), name=name, concurrency=concurrency, loglevel="INFO")
+    if wrap is not None:
+        argv = wrap(argv)
     if clock_offset:
         argv, env = skewed(argv, clock_offset), {**FAKETIME_ENV, **env}
     proc = Proc(name, argv, child_env(**env), log_dir, cwd=project_dir())
