@@ -77,7 +77,8 @@ def _failure(
     detail = what + ("" if dead else f"; retry in {delay:g} s")
     events = [TraceEvent(message_id=msg_id, event=event, consumer_group=group, detail=detail)]
     if dead:
-        detail = f"{attempts} attempts failed (max reconsume times {limit}); last error: {error}"
+        tried = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+        detail = f"{tried} failed (max reconsume times {limit}); last error: {error}"
         events.append(TraceEvent(message_id=msg_id, event=Event.DEAD, consumer_group=group, detail=detail))
     return (Status.DEAD if dead else Status.RETRY), delay, events
 
