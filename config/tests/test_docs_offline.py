@@ -1,6 +1,7 @@
 """The API docs work with no internet: Swagger UI and ReDoc reference only this site's URLs,
 and every file they reference is served by the site itself (WhiteNoise, from
-drf-spectacular-sidecar's static files)."""
+drf-spectacular-sidecar's static files): collected, as in production, and straight from the
+apps' folders with DEBUG on, as in `make run`."""
 
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def test_every_file_the_docs_reference_is_served(collected, page):
         assert response.status_code == 200, url
         if url.startswith("/static/"):
             assert b"".join(response.streaming_content if response.streaming else [response.content])
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_with_debug_on_the_files_are_served_without_collectstatic(settings, tmp_path, page):
+    """`make run` (DEBUG on): WhiteNoise serves the apps' static folders themselves."""
+    settings.DEBUG = True
+    settings.STATIC_ROOT = tmp_path  # nothing collected
+    client = Client()  # a new handler: WhiteNoise reads DEBUG as it starts
+    urls = referenced(client.get(page).content.decode())
+    for url in urls:
+        assert client.get(url).status_code == 200, url
