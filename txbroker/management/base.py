@@ -39,8 +39,10 @@ def resolve_msg_id(given: str) -> str:
     that names no message is returned as is, for the operation's own "no message" error)."""
     term = given.strip().lower()
     messages = Message.objects.using(broker_db())
-    if not looks_like_msg_id(term) or messages.filter(pk=term).exists():
+    if not looks_like_msg_id(term):
         return given
+    if messages.filter(pk=term).exists():
+        return term
     matches = list(messages.filter(msg_id_prefix_q(term)).order_by("pk").values_list("pk", flat=True)[:2])
     if len(matches) == 1:
         return matches[0]

@@ -67,6 +67,7 @@ def test_replay_and_resume_take_a_unique_prefix_of_the_id(world):
     out = run("txbroker_replay", world.dead[:20], "--group", "test_pay_group")
     assert f"replayed 1 delivery of message {world.dead}" in out
     assert deliveries(world.dead)["test_pay_group"] == "PENDING"
+    assert "nothing to replay" in run("txbroker_replay", world.dead.upper(), "--group", "test_pay_group")
     out = run("txbroker_resume", world.discarded[:24].upper())
     assert f"resumed checking of message {world.discarded}" in out
     assert Message.objects.get(pk=world.discarded).state == "HALF"
