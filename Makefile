@@ -34,6 +34,7 @@ setup: $(VENV)/.runtime
 
 run: setup
 	@echo ""
+	@echo "  Start here:         http://127.0.0.1:$(WEB_PORT)/   (WEB_PORT=$(WEB_PORT): make run WEB_PORT=... for another)"
 	@echo "  API docs (Swagger): http://127.0.0.1:$(WEB_PORT)/api/docs/"
 	@echo "  Admin:              http://127.0.0.1:$(WEB_PORT)/admin/   ($(DEMO_USER) / $(DEMO_PASSWORD))"
 	@echo "  Dashboard:          http://127.0.0.1:$(WEB_PORT)/admin/txbroker/dashboard/"

@@ -25,6 +25,18 @@ def _filesystem_queue_folders(sender: Celery, **kwargs) -> None:
             Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger, **kwargs) -> None:
+    """DJANGO_LOG_FORMAT=json applies to the worker's and beat's own handlers too."""
+    from django.conf import settings
+
+    if getattr(settings, "LOG_FORMAT", "plain") == "json":
+        from config.logs import use_json_format
+
+        use_json_format(logger)
+
+
 @signals.worker_init.connect
 @signals.beat_init.connect
 def _refuse_simulations(**kwargs) -> None:

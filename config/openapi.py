@@ -20,6 +20,7 @@ from rest_framework import throttling
 from rest_framework.authentication import SessionAuthentication
 
 from config.errors import ErrorSerializer
+from config.openapi_examples import BODY_EXAMPLES, PARAMETER_EXAMPLES
 
 MALFORMED_BODY = 'A body that is not valid JSON, or is too large: `{"detail": "..."}`.'
 UNAUTHENTICATED = "No or invalid credentials: send `Authorization: Token <token>` or a session."
@@ -52,7 +53,19 @@ class AutoSchema(openapi.AutoSchema):
                 "description": "Seconds until the next request is allowed.",
             }
         operation["responses"] = dict(sorted(responses.items()))
+        self._add_examples(operation)
         return operation
+
+    def _add_examples(self, operation: dict[str, Any]) -> None:
+        """Swagger UI's "Try it out" starts from these (config.openapi_examples)."""
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] in PARAMETER_EXAMPLES and "example" not in parameter:
+                parameter["example"] = PARAMETER_EXAMPLES[parameter["name"]]
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            component = media.get("schema", {}).get("$ref", "").rpartition("/")[2]
+            if component in BODY_EXAMPLES and "examples" not in media:
+                summary, value = BODY_EXAMPLES[component]
+                media["examples"] = {component: {"value": value, "summary": summary}}
 
     def _generic_answers(self, *, has_body: bool) -> list[tuple[str, str]]:
         view = self.view

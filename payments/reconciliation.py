@@ -41,6 +41,7 @@ from typing import Any, Optional
 
 from django.db import router, transaction
 from django.db.models import Q
+from django.template.defaultfilters import pluralize
 
 from payments import conf
 from payments.charges import (
@@ -114,15 +115,13 @@ class ChargeReconcileReport:
     def summary(self) -> str:
         if self.examined:
             verb = "would settle" if self.dry_run else "reconciled"
-            text = (
-                f"{verb} {self.examined} charge(s) older than {self.older_than:g}s: {_listed(self.outcomes)}"
-            )
+            text = f"{verb} {self.examined} charge{pluralize(self.examined)} older than {self.older_than:g}s: {_listed(self.outcomes)}"
         else:
             text = f"no charge left PENDING or APPROVED for more than {self.older_than:g}s"
         if self.rechecked:
             verb = "would recheck" if self.dry_run else "rechecked"
             text += (
-                f"; {verb} {self.rechecked} charge(s) closed without the gateway's answer: "
+                f"; {verb} {self.rechecked} charge{pluralize(self.rechecked)} closed without the gateway's answer: "
                 f"{_listed(self.recheck_outcomes)}"
             )
         if self.dry_run and (self.examined or self.rechecked):

@@ -20,6 +20,10 @@ class TxBrokerConfig(AppConfig):
         # Every process learns every checker and consumer.
         autodiscover_modules("checkers", "consumers")
         post_migrate.connect(_ensure_schedule, sender=self)
+        # With TXBROKER_FAULTS set, every process says so (and what each point does) as it starts.
+        from txbroker.faults import active_faults
+
+        active_faults()
 
 
 def _ensure_schedule(using: str = "default", **kwargs) -> None:

@@ -37,6 +37,7 @@ from txbroker.db import broker_db, recover_connections
 from txbroker.delivery_transitions import (
     ClaimLost,
     claim_due,
+    log_fields,
     mark_failed,
     mark_succeeded,
     reclaim_expired,
@@ -242,12 +243,14 @@ def _run_started(
 
 
 def _log_claim_lost(delivery: Delivery) -> None:
+    topic = delivery.message.topic if Delivery.message.is_cached(delivery) else ""
     logger.warning(
         "delivery %s of message %s to %s: this worker lost its claim while running it (it stalled "
         "past TXBROKER_CLAIM_TIMEOUT, or its database session was ended); its attempt is void",
         delivery.pk,
         delivery.message_id,
         delivery.consumer_group,
+        extra=log_fields(delivery.message_id, topic, delivery.consumer_group, delivery.attempts),
     )
 
 

@@ -43,6 +43,17 @@ from txbroker.trace import trace_many, trimmed_traceback
 
 logger = logging.getLogger("txbroker.delivery")
 
+
+class WorkerLost(Exception):
+    """What a delivery whose worker died mid-handler is logged with: the worker left no
+    exception of its own, and a log record with one carries the failure to error trackers."""
+
+
+def log_fields(msg_id: str, topic: str, group: str, attempt: int) -> dict:
+    """A delivery's log record fields (``extra=``): a JSON log has each as a field of its own."""
+    return {"msg_id": msg_id, "topic": topic, "consumer_group": group, "attempt": attempt}
+
+
 Status = Delivery.Status
 Event = TraceEvent.Event
 
@@ -77,7 +88,8 @@ def _failure(
     detail = what + ("" if dead else f"; retry in {delay:g} s")
     events = [TraceEvent(message_id=msg_id, event=event, consumer_group=group, detail=detail)]
     if dead:
-        detail = f"{attempts} attempts failed (max reconsume times {limit}); last error: {error}"
+        tried = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+        detail = f"{tried} failed (max reconsume times {limit}); last error: {error}"
         events.append(TraceEvent(message_id=msg_id, event=Event.DEAD, consumer_group=group, detail=detail))
     return (Status.DEAD if dead else Status.RETRY), delay, events
 
@@ -249,14 +261,15 @@ def mark_failed(
                 trace_many(events)
     if not moved:
         return None
+    topic = delivery.message.topic if Delivery.message.is_cached(delivery) else ""
+    fields = log_fields(msg_id, topic, group, attempts)
     if status == Status.DEAD:
-        logger.error(
-            "delivery %s of message %s to %s is DEAD: %s",
-            delivery.pk,
-            delivery.message_id,
-            delivery.consumer_group,
-            summary,
-            exc_info=error,
+        text = "delivery %s of message %s to %s is DEAD: %s"
+        logger.error(text, delivery.pk, msg_id, group, summary, exc_info=error, extra=fields)
+    else:
+        text = "delivery %s of message %s to %s: attempt %s failed, retry in %gs: %s"
+        logger.warning(
+            text, delivery.pk, msg_id, group, attempts, delay, summary, exc_info=error, extra=fields
         )
     return status
 
@@ -357,9 +370,27 @@ def _fail_lost_worker(pk: int, msg_id: str, group: str, attempts: int, token: st
         run_alone=True,
         **due,
     )
+    fields = log_fields(msg_id, topic, group, attempts)
+    lost = WorkerLost(error)
     if status == Status.DEAD:
-        logger.error("delivery %s of message %s to %s is DEAD: %s", pk, msg_id, group, error)
+        logger.error(
+            "delivery %s of message %s to %s is DEAD: %s",
+            pk,
+            msg_id,
+            group,
+            error,
+            exc_info=lost,
+            extra=fields,
+        )
     else:
-        logger.warning("delivery %s of message %s to %s: %s; retried", pk, msg_id, group, error)
+        logger.warning(
+            "delivery %s of message %s to %s: %s; retried",
+            pk,
+            msg_id,
+            group,
+            error,
+            exc_info=lost,
+            extra=fields,
+        )
     trace_many(events)
     observe_worker_lost(group, status)

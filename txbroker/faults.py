@@ -43,11 +43,14 @@ FAULT_POINTS = (
     # a checker call blocks for a minute before it answers (a slow dependency)
     "checker_block",
 )
-# What each point does when it fires (the start-up warning says so); the rest kill.
+# What each point does when it fires, as the start-up warning says it; the rest kill.
+KILLS = "the process exits at once (status 137), as SIGKILL would"
 EFFECTS = {
-    "handler_first_attempt_error": "raises InjectedFault",
-    "poison_message": "kills itself in every handler of that share of messages",
-    "checker_block": "blocks a checker call for a minute",
+    "handler_first_attempt_error": "a handler's first attempt raises InjectedFault (the process lives on, "
+    "the delivery is retried)",
+    "poison_message": "that share of messages (by key) makes its handler exit the worker (status 137) "
+    "on every attempt",
+    "checker_block": "a checker call blocks for up to {block:g} s (the check's time limit interrupts it)",
 }
 # How long checker_block blocks (the check's time limit interrupts it first).
 BLOCK_SECONDS = 60.0
@@ -68,10 +71,10 @@ def active_faults() -> dict[str, float]:
         _active = txsettings.FAULTS
         if _active:
             logger.warning(
-                "TXBROKER_FAULTS is set: this process (pid %s) %s. Never set it in production.",
+                "TXBROKER_FAULTS is set (pid %s): %s. Never set it in production.",
                 os.getpid(),
                 "; ".join(
-                    f"{EFFECTS.get(name, 'kills itself')} at {name}={probability}"
+                    f"{name}={probability:g}: {EFFECTS.get(name, KILLS).format(block=BLOCK_SECONDS)}"
                     for name, probability in _active.items()
                 ),
             )

@@ -295,7 +295,11 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Celery ----------------------------------------------------------------------------------
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
+if CELERY_BROKER_URL.rstrip("/") == "filesystem:":
+    # kombu warns "No hostname was supplied" on every connection to a URL without a host
+    # (web, worker, beat, commands); the filesystem transport ignores the host anyway.
+    CELERY_BROKER_URL = "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue = CELERY_QUEUE_DIR / "queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -356,13 +360,38 @@ else:
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 
 # --- Logging -----------------------------------------------------------------------------------
+# DJANGO_LOG_FORMAT: "plain" (a line of text per record) or "json" (one JSON object per line,
+# python-json-logger: extra fields such as txbroker's msg_id, topic, consumer_group and
+# attempt, and the traceback as exc_info). Celery's worker and beat use the same format
+# (config/celery.py). config.logs.QuietPeriodicPasses: the periodic passes' routine records
+# at DEBUG.
+LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f'DJANGO_LOG_FORMAT must be "plain" or "json", not {LOG_FORMAT!r}')
+PERIODIC_TASKS = ["txbroker.sweep", "txbroker.check_pass", "txbroker.deliver", "payments.charge_reconcile"]
+_quiet = {"filters": ["quiet_periodic_passes"]}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "quiet_periodic_passes": {"()": "config.logs.QuietPeriodicPasses", "tasks": PERIODIC_TASKS},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "config.logs.json_formatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own console handler (DEBUG only) printed every 4xx and 5xx a second time,
+        # unformatted: records of "django" go to the root's handler only. (Its other
+        # handler mails ADMINS, which this project leaves empty.)
+        "django": {"handlers": [], "propagate": True},
+        "celery.beat": _quiet,
+        "celery.worker.strategy": _quiet,
+        "celery.app.trace": _quiet,
+    },
 }
 
 # --- Order-payment apps and txbroker: their settings from the environment --------------------

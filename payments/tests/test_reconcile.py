@@ -310,7 +310,7 @@ def test_a_pending_charge_the_gateway_approved_is_completed_as_payment_pay_compl
     report = charge_reconcile_stale(older_than=60)
 
     assert report.outcomes == {ReconcileOutcome.COMPLETED: 1}
-    assert report.summary() == "reconciled 1 charge(s) older than 60s: 1 completed"
+    assert report.summary() == "reconciled 1 charge older than 60s: 1 completed"
     charge.refresh_from_db()
     assert charge.status == Charge.Status.RECORDED
     assert charge.reference == SimulatedGateway.reference_of(charge.idempotency_key)
@@ -361,7 +361,7 @@ def test_a_charge_unknown_to_the_gateway_stays_pending_while_its_call_may_be_in_
     report = charge_reconcile_stale(older_than=1)
 
     assert report.outcomes == {ReconcileOutcome.IN_FLIGHT: 2}
-    assert report.summary() == "reconciled 2 charge(s) older than 1s: 2 in flight"
+    assert report.summary() == "reconciled 2 charges older than 1s: 2 in flight"
     for charge in (late, lost):
         charge.refresh_from_db()
         assert (charge.status, charge.reason) == (Charge.Status.PENDING, "")
@@ -403,7 +403,7 @@ def test_an_approval_found_after_reconciliation_closed_the_charge_marks_it_for_r
     assert (report.examined, report.recheck_outcomes) == (0, {ReconcileOutcome.APPROVED_LATE: 1})
     assert report.summary() == (
         "no charge left PENDING or APPROVED for more than 0s; "
-        "rechecked 1 charge(s) closed without the gateway's answer: 1 approved late"
+        "rechecked 1 charge closed without the gateway's answer: 1 approved late"
     )
     charge.refresh_from_db()
     assert (charge.status, charge.reason, charge.reference) == (
@@ -661,7 +661,7 @@ def test_command_dry_run_changes_nothing_then_the_run_settles():
     call_command("payments_reconcile", "--dry-run", "--older-than", "60", stdout=out)
 
     assert out.lines() == [
-        "dry run, nothing changed: would settle 3 charge(s) older than 60s: 2 completed, 1 declined"
+        "dry run, nothing changed: would settle 3 charges older than 60s: 2 completed, 1 declined"
     ]
     assert list(Charge.objects.order_by("pk").values()) == before
     assert all(message_states(c.order_id) == [] for c in charges)
@@ -669,7 +669,7 @@ def test_command_dry_run_changes_nothing_then_the_run_settles():
     out = StoringOutput()
     call_command("payments_reconcile", "--older-than", "60", stdout=out)
 
-    assert out.lines() == ["reconciled 3 charge(s) older than 60s: 2 completed, 1 declined"]
+    assert out.lines() == ["reconciled 3 charges older than 60s: 2 completed, 1 declined"]
     assert PaymentRecord.objects.count() == 2
 
 
@@ -682,8 +682,8 @@ def test_command_reports_charges_in_flight_and_late_approvals(settings):
     call_command("payments_reconcile", "--older-than", "10", stdout=out)
 
     assert out.lines() == [
-        "reconciled 1 charge(s) older than 10s: 1 in flight; "
-        "rechecked 1 charge(s) closed without the gateway's answer: 1 approved late"
+        "reconciled 1 charge older than 10s: 1 in flight; "
+        "rechecked 1 charge closed without the gateway's answer: 1 approved late"
     ]
 
 

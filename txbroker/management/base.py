@@ -1,4 +1,5 @@
-"""What txbroker's commands share: who the operator is, and a progress bar."""
+"""What txbroker's commands share: who the operator is, counted nouns, message ids by
+prefix, and a progress bar."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from txbroker.db import broker_db
+from txbroker.models import Message
+from txbroker.selectors import looks_like_msg_id, msg_id_prefix_q
+
 BAR_WIDTH = 30
 
 
@@ -21,6 +26,30 @@ def cli_actor() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = os.environ.get("USER", "unknown")
     return f"{user} (manage.py)"
+
+
+def counted(n: int, singular: str, plural: str = "") -> str:
+    """``1 delivery``, ``2 deliveries``: ``plural`` defaults to ``singular + "s"``."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def resolve_msg_id(given: str) -> str:
+    """The message id ``given`` names: itself, or the one id it is a prefix of, as the admin's
+    search finds them (at least 6 hex digits). Unknown or ambiguous: a CommandError (an id
+    that names no message is returned as is, for the operation's own "no message" error)."""
+    term = given.strip().lower()
+    messages = Message.objects.using(broker_db())
+    if not looks_like_msg_id(term):
+        return given
+    if messages.filter(pk=term).exists():
+        return term
+    matches = list(messages.filter(msg_id_prefix_q(term)).order_by("pk").values_list("pk", flat=True)[:2])
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        total = messages.filter(msg_id_prefix_q(term)).count()
+        raise CommandError(f"{given!r} is the start of {total} message ids: give more of the id")
+    return given
 
 
 def parse_iso(value: str, option: str) -> datetime:
@@ -55,9 +84,8 @@ class ProgressBar:
             filled = min(BAR_WIDTH, round(BAR_WIDTH * done / total))
             text = f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {100 * done / total:3.0f}%  {done}/{total}"
         else:
-            text = f"{done} done"
-        if self.label:
-            text = f"{text} {self.label}"
+            text = f"{done}"
+        text = f"{text} {self.label or 'done'}"
         if self.tty:
             self.out.write(f"\r{text}", ending="")
             self.out.flush()

@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.models import Count, Sum
+from django.template.defaultfilters import pluralize
 
 from notifications.models import Notification
 from notifications.services import phone_set_verified
@@ -55,20 +56,30 @@ class DemoRun:
 
 
 class ProgressBar:
-    def __init__(self, write: Callable[[str], None], label: str, total: int, width: int = 30) -> None:
-        self.write, self.label, self.total, self.width = write, label, max(total, 1), width
-        self.done = 0
+    """Redrawn in place on a terminal; otherwise one line per change (logs stay readable)."""
+
+    def __init__(
+        self, write: Callable[[str], None], label: str, total: int, width: int = 30, *, tty: bool = True
+    ) -> None:
+        self.write, self.label, self.total, self.width, self.tty = write, label, max(total, 1), width, tty
+        self.done = None
         self._lock = threading.Lock()
 
     def update(self, done: int) -> None:
         with self._lock:
+            if not self.tty:
+                if done != self.done:
+                    self.write(f"{self.label} {done}/{self.total}\n")
+                self.done = done
+                return
             self.done = done
             filled = int(self.width * min(done, self.total) / self.total)
             bar = "#" * filled + "-" * (self.width - filled)
             self.write(f"\r{self.label:<12} [{bar}] {done}/{self.total}")
 
     def finish(self) -> None:
-        self.write("\n")
+        if self.tty:
+            self.write("\n")
 
 
 class Command(BaseCommand):
@@ -133,7 +144,7 @@ class Command(BaseCommand):
         if failures:
             for failure in failures:
                 self.stdout.write(self.style.ERROR(f"FAIL  {failure}"))
-            raise CommandError(f"{len(failures)} invariant(s) failed")
+            raise CommandError(f"{len(failures)} invariant{pluralize(len(failures))} failed")
         self.stdout.write(self.style.SUCCESS("all invariants hold"))
 
     # --- steps --------------------------------------------------------------------------
@@ -152,7 +163,7 @@ class Command(BaseCommand):
         return users
 
     def _pay(self, run: DemoRun, declined: set[str], concurrency: int) -> None:
-        bar = ProgressBar(self._write, "paying", len(run.orders))
+        bar = ProgressBar(self._write, "paying", len(run.orders), tty=self.stdout.isatty())
         bar.update(0)
 
         def pay(order: Order) -> tuple[str, str]:
@@ -183,7 +194,7 @@ class Command(BaseCommand):
 
     def _wait_for_consumers(self, run: DemoRun, timeout: float, *, inline: bool) -> None:
         expected = len(run.paid()) * CONSUMER_GROUPS
-        bar = ProgressBar(self._write, "consuming", expected)
+        bar = ProgressBar(self._write, "consuming", expected, tty=self.stdout.isatty())
         deadline = time.monotonic() + timeout
         while True:
             if inline:
@@ -263,10 +274,15 @@ class Command(BaseCommand):
             failures.append(f"payment records {len(records)} != successful payments {len(paid)}")
         not_paid = sorted(i for i in paid if statuses.get(i) != Order.Status.PAID)
         if not_paid:
-            failures.append(f"{len(not_paid)} paid order(s) are not PAID, e.g. {not_paid[0]}")
+            failures.append(
+                f"{len(not_paid)} paid order{pluralize(len(not_paid), ' is,s are')} not PAID, e.g. {not_paid[0]}"
+            )
         wrongly_paid = sorted(i for i in set(ids) - paid if statuses.get(i) != Order.Status.CREATED)
         if wrongly_paid:
-            failures.append(f"{len(wrongly_paid)} unpaid order(s) are not CREATED, e.g. {wrongly_paid[0]}")
+            failures.append(
+                f"{len(wrongly_paid)} unpaid order{pluralize(len(wrongly_paid), ' is,s are')} not CREATED, "
+                f"e.g. {wrongly_paid[0]}"
+            )
         expected: Counter = Counter()
         for order in run.paid():
             expected[order.user_id] += points_for_amount(order.amount)

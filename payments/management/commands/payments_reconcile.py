@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from payments.reconciliation import ChargeReconcileReport, charge_reconcile_after, charge_reconcile_stale
 from payments.refund_reconciliation import refund_reconcile_stale
@@ -45,7 +46,7 @@ class Command(BaseCommand):
             # Progress only on long work: from the second batch on.
             batches.append(report.examined)
             if len(batches) > 1:
-                self.stderr.write(f"  {report.examined} charge(s) examined...")
+                self.stderr.write(f"  {report.examined} charge{pluralize(report.examined)} examined...")
 
         report = charge_reconcile_stale(older_than=seconds, dry_run=dry_run, progress=progress)
         self.stdout.write(self.style.SUCCESS(report.summary()) if report.noteworthy else report.summary())

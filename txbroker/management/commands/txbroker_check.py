@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from txbroker import checkback
-from txbroker.management.base import ProgressBar
+from txbroker.management.base import ProgressBar, counted
 from txbroker.models import Message
 
 
@@ -12,9 +12,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         due = Message.objects.due_for_check().count()
-        self.stdout.write(f"{due} HALF message(s) due for a check")
+        if due:
+            self.stdout.write(f"{counted(due, 'HALF message')} due for a check")
         bar = ProgressBar(self, "checked")
-        report = checkback.check_pass(progress=lambda r: bar(r.checked, due or None))
+        report = checkback.check_pass(progress=lambda r: r.checked and bar(r.checked, due or None))
         bar.finish()
-        settled = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing to settle"
-        self.stdout.write(self.style.SUCCESS(f"checked {report.checked}: {settled}"))
+        if not report.checked:
+            self.stdout.write(self.style.SUCCESS("nothing due: no HALF message waits for a check"))
+            return
+        settled = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing settled"
+        self.stdout.write(self.style.SUCCESS(f"checked {counted(report.checked, 'message')}: {settled}"))

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from txbroker import operations
 from txbroker.conf import parse_duration
-from txbroker.management.base import ProgressBar
+from txbroker.management.base import ProgressBar, counted
 
 
 class Command(BaseCommand):
@@ -34,9 +34,8 @@ class Command(BaseCommand):
         if dry_run:
             report = operations.purge(older_than=age, dry_run=True)
             self.stdout.write(
-                f"dry run: would delete {report.messages} message(s) older than {older_than}, with "
-                f"{report.deliveries} deliveries, {report.trace_events} trace events and {report.keys} keys; "
-                "nothing changed"
+                f"dry run: would delete {counted(report.messages, 'message')} older than {older_than}, "
+                f"with {_contents(report)}; nothing changed"
             )
             return
         bar = ProgressBar(self, "messages deleted")
@@ -44,7 +43,12 @@ class Command(BaseCommand):
         bar.finish()
         self.stdout.write(
             self.style.SUCCESS(
-                f"deleted {report.messages} message(s) older than {older_than}, with {report.deliveries} "
-                f"deliveries, {report.trace_events} trace events and {report.keys} keys"
+                f"deleted {counted(report.messages, 'message')} older than {older_than}, "
+                f"with {_contents(report)}"
             )
         )
+
+
+def _contents(report) -> str:
+    deliveries = counted(report.deliveries, "delivery", "deliveries")
+    return f"{deliveries}, {counted(report.trace_events, 'trace event')} and {counted(report.keys, 'key')}"

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from txbroker import operations
 from txbroker.exceptions import InvalidTransition, MessageNotFound
-from txbroker.management.base import ProgressBar, cli_actor, parse_iso
+from txbroker.management.base import ProgressBar, cli_actor, counted, parse_iso, resolve_msg_id
 
 
 class Command(BaseCommand):
@@ -14,7 +14,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("msg_id", nargs="?", help="the message to replay")
+        parser.add_argument(
+            "msg_id", nargs="?", help="the message to replay (its id, or a unique start of it)"
+        )
         parser.add_argument("--group", help="only this consumer group")
         parser.add_argument("--force", action="store_true", help="also replay SUCCEEDED deliveries")
         parser.add_argument("--dead", action="store_true", help="replay dead letters in bulk")
@@ -35,12 +37,17 @@ class Command(BaseCommand):
             raise CommandError("give a MSG_ID, or --dead for the dead letters")
         if since or dry_run:
             raise CommandError("--since and --dry-run go with --dead")
+        msg_id = resolve_msg_id(msg_id)
         try:
             replayed = operations.replay(msg_id, group=group, force=force, actor=cli_actor())
         except (MessageNotFound, InvalidTransition) as exc:
             raise CommandError(str(exc)) from exc
         if replayed:
-            self.stdout.write(self.style.SUCCESS(f"replayed {replayed} deliver(ies) of message {msg_id}"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"replayed {counted(replayed, 'delivery', 'deliveries')} of message {msg_id}"
+                )
+            )
         else:
             hint = "" if force else " (SUCCEEDED ones need --force)"
             self.stdout.write(self.style.WARNING(f"message {msg_id}: nothing to replay{hint}"))
@@ -50,9 +57,9 @@ class Command(BaseCommand):
         scope = f" of {group}" if group else ""
         if dry_run:
             n = operations.replay_dead(group=group, since=since_at, dry_run=True)
-            self.stdout.write(f"dry run: would replay {n} dead letter(s){scope}; nothing changed")
+            self.stdout.write(f"dry run: would replay {counted(n, 'dead letter')}{scope}; nothing changed")
             return
         bar = ProgressBar(self, "replayed")
         n = operations.replay_dead(group=group, since=since_at, actor=cli_actor(), progress=bar)
         bar.finish()
-        self.stdout.write(self.style.SUCCESS(f"replayed {n} dead letter(s){scope}"))
+        self.stdout.write(self.style.SUCCESS(f"replayed {counted(n, 'dead letter')}{scope}"))

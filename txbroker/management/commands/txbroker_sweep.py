@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from txbroker import delivery
+from txbroker.management.base import counted
 
 
 class Command(BaseCommand):
@@ -15,9 +16,13 @@ class Command(BaseCommand):
         if max_tasks < 1:
             raise CommandError("--max-tasks must be at least 1")
         report = delivery.sweep(max_tasks=max_tasks)
+        if not (report.due or report.reclaimed):
+            self.stdout.write(self.style.SUCCESS("nothing due: no delivery waits, no claim expired"))
+            return
         self.stdout.write(
             self.style.SUCCESS(
-                f"enqueued {report.enqueued} delivery task(s) for {report.due} due deliver(ies); "
-                f"reclaimed {report.reclaimed} expired claim(s)"
+                f"enqueued {counted(report.enqueued, 'delivery task')} for "
+                f"{counted(report.due, 'due delivery', 'due deliveries')}; "
+                f"reclaimed {counted(report.reclaimed, 'expired claim')}"
             )
         )
