@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
-from txbroker.views import healthz_view, metrics_view
+from config.health import healthz_view
+from txbroker.views import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from txbroker.metrics import healthz_view, metrics_view
+from txbroker.views import healthz_view, metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
