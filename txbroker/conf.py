@@ -143,6 +143,10 @@ SETTINGS: dict[str, Setting] = {
     # or a HALF message not settled after this many, makes the broker unhealthy.
     "TXBROKER_HEALTH_MAX_PENDING_AGE": Setting(600.0, _non_negative_float),
     "TXBROKER_HEALTH_MAX_HALF_AGE": Setting(900.0, _non_negative_float),
+    # The admin's dashboard: seconds between its refreshes (0: never), and seconds it waits for
+    # Celery workers to say what they run (one broadcast per refresh).
+    "TXBROKER_DASHBOARD_REFRESH": Setting(5.0, _non_negative_float),
+    "TXBROKER_DASHBOARD_INSPECT_TIMEOUT": Setting(0.5, _non_negative_float),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }
