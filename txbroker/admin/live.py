@@ -43,7 +43,10 @@ def live_workers(timeout: Optional[float] = None) -> Optional[list[Worker]]:
     the broker could not be asked (the reason goes to the log, not the page)."""
     timeout = txsettings.DASHBOARD_INSPECT_TIMEOUT if timeout is None else timeout
     try:
-        active = current_app.control.inspect(timeout=timeout).active() or {}
+        with current_app.connection_for_write() as conn:
+            # Fail fast when the broker is away (Celery would otherwise retry for minutes).
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=max(timeout, 1.0))
+            active = current_app.control.inspect(timeout=timeout, connection=conn).active() or {}
     except Exception as exc:  # noqa: BLE001 - a broker outage must not take the dashboard down
         logger.warning("dashboard: cannot ask the workers: %s", exc)
         return None
