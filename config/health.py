@@ -29,7 +29,7 @@ from health_check.views import HealthCheckView
 
 from txbroker.db import broker_db
 from txbroker.health_checks import Backlog, CeleryBroker
-from txbroker.views import _staff_caller
+from txbroker.views import staff_caller
 
 
 @dataclasses.dataclass
@@ -104,7 +104,7 @@ class HealthzView(HealthCheckView):
         details = {name: _detail(r.check, r.error) for name, r in zip(checks, results, strict=True)}
         failing = [name for name, r in zip(checks, results, strict=True) if r.error]
         body: dict[str, Any] = {"status": "unavailable" if failing else "ok"}
-        if await sync_to_async(_staff_caller)(request):
+        if await sync_to_async(staff_caller)(request):
             body["checks"] = details
             if failing:
                 body["failing"] = failing

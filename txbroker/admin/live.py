@@ -45,7 +45,9 @@ def live_workers(timeout: Optional[float] = None) -> Optional[list[Worker]]:
     try:
         with current_app.connection_for_write() as conn:
             # Fail fast when the broker is away (Celery would otherwise retry for minutes).
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=max(timeout, 1.0))
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=max(timeout, 1.0)
+            )
             active = current_app.control.inspect(timeout=timeout, connection=conn).active() or {}
     except Exception as exc:  # noqa: BLE001 - a broker outage must not take the dashboard down
         logger.warning("dashboard: cannot ask the workers: %s", exc)

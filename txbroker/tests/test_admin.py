@@ -5,6 +5,7 @@ constant number of queries per page with 200,000 messages."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -401,6 +402,19 @@ def test_dashboard_draws_its_pictures_offline_and_is_linked_from_the_index(admin
     assert re.search(r"failed \((\d+)\)", html).group(1) != "0"
     assert 'data-refresh-seconds="5.0"' in html and "txbroker/admin.js" in html
     assert 'id="txb-no-worker"' in html  # no worker runs in this test
+
+
+def test_dashboard_says_at_once_when_the_broker_cannot_be_asked_for_workers(admin_client, db, monkeypatch):
+    from celery import current_app
+
+    app = current_app._get_current_object()
+    away = app.connection_for_write
+    monkeypatch.setattr(app, "connection_for_write", lambda: away(url="redis://127.0.0.1:1/0"))
+    started = time.monotonic()
+    html = admin_client.get(reverse("admin:txbroker_dashboard_changelist")).content.decode()
+    assert time.monotonic() - started < 5
+    assert "The Celery broker could not be asked which workers run." in html
+    assert "127.0.0.1:1" not in html
 
 
 def test_dashboard_shows_claimed_batches_and_ages_as_its_table_does(admin_client, world):
