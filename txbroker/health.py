@@ -51,10 +51,11 @@ def run_checks() -> tuple[dict[str, str], list[str]]:
 
 
 def backlog_problems(now=None) -> list[str]:
-    """What waits longer than it should: the oldest delivery that has been due (PENDING or
-    RETRY, its next attempt time passed) for more than ``TXBROKER_HEALTH_MAX_PENDING_AGE``
-    seconds (no worker takes it), and the oldest HALF message older than
-    ``TXBROKER_HEALTH_MAX_HALF_AGE`` (no check-back settles it). Empty when all is well.
+    """What waits longer than it should: the oldest unordered delivery that has been due
+    (PENDING or RETRY, its next attempt time passed) for more than
+    ``TXBROKER_HEALTH_MAX_PENDING_AGE`` seconds (no worker takes it), and the oldest HALF
+    message older than ``TXBROKER_HEALTH_MAX_HALF_AGE`` (no check-back settles it). Empty
+    when all is well.
 
     Two index-only look-ups (the partial index on waiting deliveries, the state index), by
     the database's clock. The texts name a consumer group at most, never a host."""
@@ -63,7 +64,9 @@ def backlog_problems(now=None) -> list[str]:
     problems = []
     oldest_due: Optional[Delivery] = (
         Delivery.objects.using(db)
-        .filter(status__in=Delivery.WAITING, next_attempt_at__lte=now)
+        # An ordered delivery may wait behind its message group's earlier one (or behind a
+        # DEAD one, by design: the blocked groups page shows those), so only unordered ones.
+        .filter(status__in=Delivery.WAITING, next_attempt_at__lte=now, message_group="")
         .order_by("next_attempt_at")
         .only("consumer_group", "next_attempt_at")
         .first()

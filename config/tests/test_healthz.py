@@ -11,7 +11,7 @@ from django.db import connections
 from django.db.migrations.recorder import MigrationRecorder
 
 from txbroker.db import broker_db
-from txbroker.models import Message
+from txbroker.models import Delivery, Message
 from txbroker.tests import operator_data
 from txbroker.tests.processes import wait_for
 from txbroker.tests.test_metrics import REVEALING, healthz_in_a_process
@@ -86,6 +86,21 @@ def test_a_half_message_past_its_threshold_is_503(transactional_db, quick_ping, 
     assert public == (503, {"status": "unavailable"})
     assert "txbroker_backlog" in for_staff[1]["failing"]
     assert "a HALF message has waited" in for_staff[1]["checks"]["txbroker_backlog"]
+
+
+def test_a_delivery_due_past_its_threshold_is_503(transactional_db, quick_ping, client, settings):
+    settings.TXBROKER_HEALTH_MAX_PENDING_AGE = "10m"
+    staff = operator_data.make_user("health-staff", staff=True)
+    message = Message.objects.create(topic="t", state=Message.State.COMMITTED, producer_group="p")
+    late = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=20)
+    Delivery.objects.create(message=message, consumer_group="test_pay_group", next_attempt_at=late)
+
+    public, for_staff = answers(client, staff)
+
+    assert public == (503, {"status": "unavailable"})
+    assert for_staff[1]["checks"]["txbroker_backlog"].startswith(
+        "error: a delivery of test_pay_group has been due for 1"
+    )
 
 
 def test_a_broker_outage_names_no_host_even_to_staff(transactional_db):
