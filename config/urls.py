@@ -3,7 +3,8 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
-from txbroker.views import healthz_view, metrics_view
+from config.health import healthz_view
+from txbroker.views import metrics_view
 
 urlpatterns = [
     # The front page: links to the docs, the admin and the operator endpoints.

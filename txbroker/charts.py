@@ -47,7 +47,12 @@ def _nice_max(value: float) -> float:
 
 def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 460, empty: str = "nothing yet") -> SafeString:
     """Horizontal bars, one per item, with its label on the left and its value on the right."""
-    row, label_w, value_w, top = 26, 150, 70, 28
+    row, value_w, top = 26, 70, 28
+    # Room for the longest label (about 7 px a character at 12 px), within reason: a longer
+    # one is cut, and shows whole on hover.
+    longest = max((len(b.label) for b in bars), default=0)
+    label_w = min(max(150, 7 * longest + 12), width // 2)
+    fits = max(8, (label_w - 12) // 7)
     height = top + max(len(bars), 1) * row + 8
     plot_w = width - label_w - value_w
     peak = _nice_max(max((b.value for b in bars), default=0))
@@ -62,14 +67,15 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 460, empty: str =
     for i, bar in enumerate(bars):
         y = top + i * row
         length = 0 if peak == 0 else plot_w * bar.value / peak
-        label = escape(bar.label if len(bar.label) <= 22 else bar.label[:21] + "…")
+        label = escape(bar.label if len(bar.label) <= fits else bar.label[: fits - 1] + "…")
         text = escape(bar.text if bar.text is not None else f"{bar.value:,.0f}")
         rect = (
             f'<rect x="{label_w}" y="{y + 4}" width="{max(length, 1 if bar.value else 0):.1f}" '
             f'height="{row - 8}" rx="2" fill="{bar.color}"><title>{escape(bar.label)}: {text}</title></rect>'
         )
         label_el = (
-            f'<text x="{label_w - 6}" y="{y + row / 2 + 4}" text-anchor="end" fill="#333">{label}</text>'
+            f'<text x="{label_w - 6}" y="{y + row / 2 + 4}" text-anchor="end" fill="#333">'
+            f"<title>{escape(bar.label)}</title>{label}</text>"
         )
         if bar.href:
             label_el = f'<a href="{escape(bar.href)}">{label_el}</a>'

@@ -139,6 +139,14 @@ SETTINGS: dict[str, Setting] = {
     # Seconds /metrics reuses the database gauges it read (per process): a scrape costs no
     # query within them, so scraping often or many tables' rows cost the database nothing more.
     "TXBROKER_METRICS_CACHE_SECONDS": Setting(15.0, _non_negative_float),
+    # Health (txbroker.health.backlog_problems): a delivery not done after this many seconds,
+    # or a HALF message not settled after this many, makes the broker unhealthy.
+    "TXBROKER_HEALTH_MAX_PENDING_AGE": Setting(600.0, _non_negative_float),
+    "TXBROKER_HEALTH_MAX_HALF_AGE": Setting(900.0, _non_negative_float),
+    # The admin's dashboard: seconds between its refreshes (0: never), and seconds it waits for
+    # Celery workers to say what they run (one broadcast per refresh).
+    "TXBROKER_DASHBOARD_REFRESH": Setting(5.0, _non_negative_float),
+    "TXBROKER_DASHBOARD_INSPECT_TIMEOUT": Setting(0.5, _non_negative_float),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }

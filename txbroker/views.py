@@ -64,7 +64,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 # --- health ---------------------------------------------------------------------------------
-def _staff_caller(request: HttpRequest) -> bool:
+def staff_caller(request: HttpRequest) -> bool:
     """Whether the caller is active staff, by session or by the API's authentication (a
     token); False whenever that cannot be told (the database that holds them is down)."""
     try:
@@ -89,7 +89,7 @@ def healthz_view(request: HttpRequest) -> JsonResponse:
     roles, go to the log only."""
     checks, failing = health.run_checks()
     body: dict[str, Any] = {"status": "ok" if not failing else "unavailable"}
-    if _staff_caller(request):
+    if staff_caller(request):
         body["checks"] = checks
         if failing:
             body["failing"] = failing

@@ -1,6 +1,6 @@
 """The pages people open, in a real browser under the Content-Security-Policy: Swagger UI
 renders the API, ReDoc renders it, the admin logs in and its scripts run (the permission
-picker), the dashboard draws its charts; the browser reports no CSP violation and requests
+picker), the dashboard draws its charts, the broker's lists load their script; the browser reports no CSP violation and requests
 nothing from another origin. Playwright drives Debian's chromium (see
 txbroker/tests/test_browser.py, whose fixtures this reuses)."""
 
@@ -113,6 +113,13 @@ def test_docs_admin_and_dashboard_work_under_the_content_security_policy(
         forget(seen)
         page.goto(f"{site}/admin/txbroker/dashboard/")
         expect(page.locator("#txb-dashboard svg").first).to_be_visible()
+        assert_clean(page, seen, site)
+
+        # The broker's lists: their script (copy buttons, ages) is a file of the site's own.
+        forget(seen)
+        page.goto(f"{site}/admin/txbroker/message/")
+        expect(page.locator("#changelist")).to_be_attached()
+        assert any(url.endswith("/txbroker/admin.js") for url in seen["requests"]), seen["requests"]
         assert_clean(page, seen, site)
     finally:
         # Database work done while Playwright's loop runs uses connections of their own

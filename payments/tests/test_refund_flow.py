@@ -55,6 +55,8 @@ def http_up(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our server
             return True
+    except urllib.error.HTTPError:  # it answers: 503 while a check (a worker's ping) fails
+        return True
     except (urllib.error.URLError, OSError):
         return False
 

@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
@@ -21,7 +22,7 @@ from txbroker.admin.base import (
     actor,
 )
 from txbroker.admin.filters import DeadLetterGroupFilter
-from txbroker.admin.html import STATUS_COLOR, badge, error_html
+from txbroker.admin.html import STATUS_COLOR, badge, error_html, keys_html, short_id, when_html
 from txbroker.db import broker_db
 from txbroker.models import DeadLetter, Delivery, Message
 
@@ -34,7 +35,7 @@ class DeliveryInline(ReadOnlyAdmin, admin.TabularInline):
     max_num = 0
     can_delete = False
     show_change_link = False
-    fields = ["consumer_group", "status_badge", "attempts", "next_attempt_at", "succeeded_at", "error"]
+    fields = ["consumer_group", "status_badge", "attempts", "next_attempt", "succeeded", "error"]
     readonly_fields = fields
     ordering = ["consumer_group"]
     verbose_name_plural = "deliveries (one per subscribed consumer group)"
@@ -46,6 +47,20 @@ class DeliveryInline(ReadOnlyAdmin, admin.TabularInline):
     def status_badge(self, obj: Delivery) -> str:
         return badge(obj.status, STATUS_COLOR.get(obj.status, "#555"))
 
+    @admin.display(description="next attempt")
+    def next_attempt(self, obj: Delivery) -> str:
+        # A done delivery (SUCCEEDED, DEAD, SKIPPED, RECALLED) has no next attempt; a running
+        # one is being attempted now.
+        if obj.status in Delivery.FINAL:
+            return "-"
+        if obj.status == Status.RUNNING:
+            return "running now"
+        return when_html(obj.next_attempt_at)
+
+    @admin.display(description="succeeded at")
+    def succeeded(self, obj: Delivery) -> str:
+        return when_html(obj.succeeded_at)
+
     @admin.display(description="last error")
     def error(self, obj: Delivery) -> str:
         return error_html(obj.last_error)
@@ -56,17 +71,23 @@ class DeliveryInline(ReadOnlyAdmin, admin.TabularInline):
 class DeadLetterAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
     """The dead-letter queue of every consumer group: what failed, why, and replay."""
 
-    list_display = ["message_link", "consumer_group", "topic", "keys", "attempts", "died_at", "error"]
+    list_display = ["message_link", "group", "topic", "keys", "attempts", "died_at", "error"]
     list_display_links = None
     list_filter = [DeadLetterGroupFilter]
     search_fields = ["message__msg_id"]
     search_help_text = "A message id (or its first digits), or a business key such as an order id."
-    sortable_by = ["died_at"]
+    # Most recently dead first, always (Meta.ordering): no sortable column, whose header
+    # markers would take room the columns need at 1,280 px.
+    sortable_by = []
     list_per_page = 50
     show_full_result_count = False
     paginator = CheapCountPaginator
     actions = ["replay_selected"]
     change_list_template = "admin/txbroker/deadletter/change_list.html"
+
+    class Media:
+        css = {"all": ["txbroker/admin.css"]}
+        js = ["txbroker/admin.js"]
 
     def has_replay_permission(self, request) -> bool:
         return request.user.has_perm(REPLAY_PERMISSION)
@@ -89,19 +110,26 @@ class DeadLetterAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="message")
     def message_link(self, obj: DeadLetter) -> str:
         url = reverse("admin:txbroker_message_change", args=[obj.message_id])
-        return format_html('<a href="{}"><code>{}</code></a>', url, obj.message_id)
+        return short_id(obj.message_id, href=url, css="txb-dead-msg-link")
 
-    @admin.display(description="topic")
+    @admin.display(description="group")
+    def group(self, obj: DeadLetter) -> str:
+        return format_html(
+            '<span class="txb-group-label" title="{}">{}</span>', obj.consumer_group, obj.consumer_group
+        )
+
+    @admin.display(description="topic:tag")
     def topic(self, obj: DeadLetter) -> str:
-        return f"{obj.message.topic}:{obj.message.tag}" if obj.message.tag else obj.message.topic
+        tag = format_html('<span class="txb-tag">:{}</span>', obj.message.tag) if obj.message.tag else ""
+        return format_html('<span class="txb-topic">{}{}</span>', obj.message.topic, tag)
 
-    @admin.display(description="keys")
+    @admin.display(description="key")
     def keys(self, obj: DeadLetter) -> str:
-        return " ".join(obj.message.keys or []) or "-"
+        return keys_html(obj.message.keys or [])
 
-    @admin.display(description="died", ordering="updated_at")
-    def died_at(self, obj: DeadLetter):
-        return obj.updated_at
+    @admin.display(description="died")
+    def died_at(self, obj: DeadLetter) -> str:
+        return when_html(obj.updated_at)
 
     @admin.display(description="last error")
     def error(self, obj: DeadLetter) -> str:
@@ -115,6 +143,7 @@ class DeadLetterAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
             "txb_group": group,
             "txb_group_count": dict(counts).get(group, 0),
             "txb_can_replay": self.has_replay_permission(request),
+            "txb_now_ts": f"{timezone.now().timestamp():.3f}",
             "txb_replay_all_url": reverse("admin:txbroker_deadletter_replay_all")
             + ("?" + urlencode({"consumer_group": group}) if group else ""),
         }

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db.models import Prefetch
 from django.http import Http404
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from txbroker import selectors
@@ -22,7 +23,16 @@ from txbroker.admin.filters import (
     TopicFilter,
 )
 from txbroker.admin.group_actions import GroupActions
-from txbroker.admin.html import STATE_COLOR, STATUS_COLOR, STATUS_SYMBOL, badge, offset_text
+from txbroker.admin.html import (
+    STATE_COLOR,
+    STATUS_COLOR,
+    STATUS_SYMBOL,
+    badge,
+    keys_html,
+    offset_text,
+    short_id,
+    when_html,
+)
 from txbroker.admin.message_actions import MessageActions
 from txbroker.db import broker_db
 from txbroker.ids import could_be_msg_id
@@ -34,18 +44,14 @@ Status = Delivery.Status
 
 @admin.register(Message)
 class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin):
+    # What an operator reads first, within 1,280 px with the navigation sidebar open: the
+    # rest (producer group, check times, resolution time...) is on the message's page.
     list_display = [
         "msg_id_link",
-        "topic",
-        "tag",
-        "keys_text",
-        "producer_group",
         "state_badge",
-        "check_times",
-        "created_at",
-        "resolved_at",
-        "message_group",
-        "deliver_at",
+        "age",
+        "topic_tag",
+        "keys_short",
         "delivery_summary",
     ]
     list_display_links = None
@@ -60,7 +66,8 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
     ]
     search_fields = ["msg_id"]  # shows the box; get_search_results does the work
     search_help_text = "A message id (or its first digits), or a business key such as an order id."
-    sortable_by = ["msg_id_link", "created_at"]
+    # Newest first (Message.Meta.ordering); one sortable column keeps the headers narrow.
+    sortable_by = ["age"]
     list_per_page = 50
     list_max_show_all = 200
     show_full_result_count = False
@@ -69,6 +76,11 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
     inlines = [DeliveryInline]
     change_form_template = "admin/txbroker/message/change_form.html"
     change_list_template = "admin/txbroker/message/change_list.html"
+
+    class Media:
+        css = {"all": ["txbroker/admin.css"]}
+        js = ["txbroker/admin.js"]
+
     fieldsets = [
         (
             None,
@@ -77,9 +89,9 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
                     ("msg_id", "state_badge"),
                     ("topic", "tag"),
                     ("keys_text", "producer_group"),
-                    ("check_times", "next_check_at"),
-                    ("created_at", "resolved_at"),
-                    ("message_group", "deliver_at"),
+                    ("check_times", "next_check"),
+                    ("created", "resolved"),
+                    ("message_group", "deliver_time"),
                 ]
             },
         ),
@@ -95,11 +107,11 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
         "keys_text",
         "producer_group",
         "check_times",
-        "next_check_at",
-        "created_at",
-        "resolved_at",
+        "next_check",
+        "created",
+        "resolved",
         "message_group",
-        "deliver_at",
+        "deliver_time",
         "body_pretty",
         "properties_pretty",
         "trace_timeline",
@@ -130,15 +142,36 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
     @admin.display(description="message id", ordering="msg_id")
     def msg_id_link(self, obj: Message) -> str:
         url = reverse("admin:txbroker_message_change", args=[obj.pk])
-        return format_html('<a href="{}" class="txb-msg-link"><code>{}</code></a>', url, obj.pk)
+        return short_id(obj.pk, href=url, css="txb-msg-link")
 
     @admin.display(description="keys")
     def keys_text(self, obj: Message) -> str:
         return " ".join(obj.keys or []) or "-"
 
+    @admin.display(description="key")
+    def keys_short(self, obj: Message) -> str:
+        return keys_html(obj.keys or [])
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: Message) -> str:
         return badge(obj.state, STATE_COLOR.get(obj.state, "#555"))
+
+    @admin.display(description="created", ordering="created_at")
+    def age(self, obj: Message) -> str:
+        return when_html(obj.created_at)
+
+    @admin.display(description="topic:tag")
+    def topic_tag(self, obj: Message) -> str:
+        notes = []
+        if obj.state == State.HALF or obj.check_times:
+            notes.append(f"{obj.check_times} check(s)")
+        if obj.message_group:
+            notes.append(f"group {obj.message_group}")
+        if obj.deliver_at:
+            notes.append("delayed to " + timezone.localtime(obj.deliver_at).strftime("%H:%M:%S"))
+        sub = format_html('<small class="txb-sub">{}</small>', " · ".join(notes)) if notes else ""
+        tag = format_html('<span class="txb-tag">:{}</span>', obj.tag) if obj.tag else ""
+        return format_html('<span class="txb-topic">{}{}</span>{}', obj.topic, tag, sub)
 
     @admin.display(description="deliveries")
     def delivery_summary(self, obj: Message) -> str:
@@ -148,11 +181,46 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
         counts = Counter(d.status for d in rows)
         order = [*Status]
         text = " · ".join(f"{counts[s]} {STATUS_SYMBOL[s]}" for s in order if counts[s])
-        detail = "; ".join(f"{d.consumer_group}: {d.status}" for d in rows)
+        items = format_html_join(
+            "",
+            '<li title="{}: {}"><span class="txb-group-name">{}</span> '
+            '<span class="txb-status" style="color:{}">{}</span></li>',
+            (
+                (
+                    d.consumer_group,
+                    d.status,
+                    d.consumer_group,
+                    STATUS_COLOR[d.status],
+                    STATUS_SYMBOL[d.status],
+                )
+                for d in rows
+            ),
+        )
         color = STATUS_COLOR[Status.DEAD] if counts[Status.DEAD] else "inherit"
-        return format_html('<span title="{}" style="color:{}">{}</span>', detail, color, text)
+        return format_html(
+            '<span class="txb-summary" style="color:{}">{}</span><ul class="txb-groups">{}</ul>',
+            color,
+            text,
+            items,
+        )
 
     # --- the page ---
+    @admin.display(description="created at")
+    def created(self, obj: Message) -> str:
+        return when_html(obj.created_at)
+
+    @admin.display(description="resolved at")
+    def resolved(self, obj: Message) -> str:
+        return when_html(obj.resolved_at)
+
+    @admin.display(description="next check at")
+    def next_check(self, obj: Message) -> str:
+        return when_html(obj.next_check_at) if obj.state == State.HALF else "-"
+
+    @admin.display(description="deliver at")
+    def deliver_time(self, obj: Message) -> str:
+        return when_html(obj.deliver_at)
+
     @admin.display(description="body")
     def body_pretty(self, obj: Message) -> str:
         return format_html(
@@ -236,5 +304,6 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
             "txb_dashboard_url": reverse("admin:txbroker_dashboard_changelist"),
             "txb_dead_letters_url": reverse("admin:txbroker_deadletter_changelist"),
             "txb_blocked_groups_url": reverse("admin:txbroker_blocked_groups"),
+            "txb_now_ts": f"{timezone.now().timestamp():.3f}",
         }
         return super().changelist_view(request, {**extra, **(extra_context or {})})

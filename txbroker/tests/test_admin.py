@@ -5,6 +5,7 @@ constant number of queries per page with 200,000 messages."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -32,7 +33,7 @@ def change_url(msg_id: str) -> str:
 
 
 def listed_ids(response) -> list[str]:
-    return re.findall(r'class="txb-msg-link"><code>([0-9a-f]{32})</code>', response.content.decode())
+    return re.findall(r'class="txb-msg-link" data-full="([0-9a-f]{32})"', response.content.decode())
 
 
 # --- the list at scale ---------------------------------------------------------------------
@@ -119,18 +120,15 @@ def test_list_shows_columns_and_a_per_group_delivery_summary(admin_client, world
     }
     assert "3 ✓" in html  # the committed message: three groups succeeded
     assert "3 dead" in html
-    for column in (
-        "topic",
-        "tag",
-        "keys",
-        "producer group",
-        "state",
-        "check times",
-        "created at",
-        "resolved at",
-    ):
-        assert column in html.lower()
+    for column in ("message id", "state", "created", "topic:tag", "key", "deliveries"):
+        assert f">{column}</a>" in html.lower() or f">{column}</span>" in html.lower(), column
     assert "order-discarded" in html
+    # Each group's status on its own line, the group's name whole on hover.
+    assert re.search(r'<li title="test_pay_group: DEAD">', html)
+    # A time with its seconds and its age; the full id on hover and on the clipboard.
+    assert re.search(r'<span class="txb-time">\d\d:\d\d:\d\d</span>', html)
+    assert re.search(r'<small class="txb-ago" data-ts="[\d.]+">\d+ s ago</small>', html)
+    assert f'data-copy="{world.dead}"' in html and f"<code>{world.dead[:6]}…{world.dead[-4:]}</code>" in html
 
 
 @pytest.mark.parametrize(
@@ -204,6 +202,21 @@ def test_replay_to_all_groups_asks_first_then_records_the_operator(admin_client,
     assert set(deliveries(world.dead).values()) == {"PENDING"}
     replays = TraceEvent.objects.filter(message_id=world.dead, event="REPLAY")
     assert {(e.consumer_group, e.actor) for e in replays} == {(g, admin_user.username) for g in ALL_GROUPS}
+
+
+def test_the_replay_confirmation_shows_the_error_not_the_first_line_of_its_traceback(admin_client, world):
+    html = admin_client.get(reverse("admin:txbroker_message_replay", args=[world.dead])).content.decode()
+    summaries = re.findall(r'<details class="txb-error"><summary title="([^"]*)">', html)
+    assert len(summaries) == 3
+    assert all(s.startswith("RuntimeError: planned failure") for s in summaries), summaries
+    assert "Traceback (most recent call last)" in html  # one click away, in the <details>
+
+
+def test_done_deliveries_show_no_next_attempt_and_times_with_seconds(admin_client, world):
+    html = admin_client.get(change_url(world.committed)).content.decode()
+    next_attempts = re.findall(r'<td class="field-next_attempt">\s*<p>(.*?)</p>', html, re.S)
+    assert next_attempts == ["-", "-", "-"]
+    assert re.search(r'<span class="txb-time">\d\d:\d\d:\d\d</span>', html)
 
 
 def test_replay_to_one_chosen_group(admin_client, world):
@@ -387,6 +400,35 @@ def test_dashboard_draws_its_pictures_offline_and_is_linked_from_the_index(admin
     assert "https://" not in html
     assert "committed (2)" in html  # two commits in the last hour (the committed and the dead one)
     assert re.search(r"failed \((\d+)\)", html).group(1) != "0"
+    assert 'data-refresh-seconds="5.0"' in html and "txbroker/admin.js" in html
+    assert 'id="txb-no-worker"' in html  # no worker runs in this test
+
+
+def test_dashboard_says_at_once_when_the_broker_cannot_be_asked_for_workers(admin_client, db, monkeypatch):
+    from celery import current_app
+
+    app = current_app._get_current_object()
+    away = app.connection_for_write
+    monkeypatch.setattr(app, "connection_for_write", lambda: away(url="redis://127.0.0.1:1/0"))
+    started = time.monotonic()
+    html = admin_client.get(reverse("admin:txbroker_dashboard_changelist")).content.decode()
+    assert time.monotonic() - started < 5
+    assert "The Celery broker could not be asked which workers run." in html
+    assert "127.0.0.1:1" not in html
+
+
+def test_dashboard_shows_claimed_batches_and_ages_as_its_table_does(admin_client, world):
+    Delivery.objects.filter(message_id=world.half).delete()
+    claimed = Delivery.objects.filter(message_id=world.committed, consumer_group="test_pay_group")
+    claimed.update(status="RUNNING", claim_token="c" * 32, claimed_until=timezone.now())
+    html = admin_client.get(reverse("admin:txbroker_dashboard_changelist")).content.decode()
+    batch = re.search(r'<table id="txb-batches-table">.*?</table>', html, re.S).group(0)
+    assert "ccccccc" in batch and "test_pay_group" in batch
+    table_ages = re.findall(r'<td class="txb-age" title="[\d.]+ s">([^<]+)</td>', html)
+    assert table_ages and "-" not in table_ages
+    chart = re.search(r'<div class="txb-card" id="txb-age">.*?</svg>', html, re.S).group(0)
+    for age in table_ages:
+        assert f">{age}</text>" in chart
 
 
 def test_dashboard_needs_view_permission(client, world):

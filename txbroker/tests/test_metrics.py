@@ -258,12 +258,19 @@ def test_cached_gauges_are_served_whatever_the_table_size(client, world, broker_
 
 
 # --- health ----------------------------------------------------------------------------------
+# txbroker's own /healthz (txbroker.views.healthz_view), as a project without
+# django-health-check serves it; this project's (config.health) is tested in config/tests.
+TXBROKER_URLS = "txbroker.tests.project.urls"
+
+
+@pytest.mark.urls(TXBROKER_URLS)
 def test_healthz_is_200_with_the_status_only_for_the_public(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
+@pytest.mark.urls(TXBROKER_URLS)
 def test_healthz_shows_each_check_to_staff_by_session_or_token(client, db):
     staff = operator_data.make_user("health-staff", staff=True)
     customer = operator_data.make_user("health-customer", staff=False)
@@ -285,8 +292,9 @@ def test_healthz_shows_each_check_to_staff_by_session_or_token(client, db):
 HEALTHZ_SCRIPT = """
 import json
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 
+@override_settings(ROOT_URLCONF=URLS)
 def get(client):
     r = client.get('/healthz', secure=True)
     return {'status': r.status_code, 'body': r.json(), 'text': r.content.decode()}
@@ -301,10 +309,10 @@ print(json.dumps(answers))
 """
 
 
-def healthz_in_a_process(*, staff: bool, **env: str) -> dict[str, dict]:
-    """GET /healthz in a fresh process whose settings point at ``env``: as the public, and
-    (``staff``) as the staff user the test made."""
-    code = HEALTHZ_SCRIPT.replace("STAFF", str(staff))
+def healthz_in_a_process(*, staff: bool, urls: str = TXBROKER_URLS, **env: str) -> dict[str, dict]:
+    """GET /healthz (of the URLconf ``urls``) in a fresh process whose settings point at
+    ``env``: as the public, and (``staff``) as the staff user the test made."""
+    code = HEALTHZ_SCRIPT.replace("STAFF", str(staff)).replace("URLS", repr(urls))
     result = subprocess.run(
         manage_argv("shell", "--no-imports", "-c", code),
         cwd=project_dir(),
