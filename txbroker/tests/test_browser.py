@@ -145,7 +145,7 @@ def test_operator_finds_traces_replays_and_resumes_in_a_real_browser(
             "Make this message's DEAD and waiting deliveries due now"
         )
         page.click("#txb-confirm")
-        expect(page.locator(".messagelist")).to_contain_text("Replayed 3 deliver(ies)")
+        expect(page.locator(".messagelist")).to_contain_text("Replayed 3 deliveries")
 
         # Watch them succeed: the page, reloaded, shows three SUCCEEDED deliveries.
         def succeeded_on_page() -> bool:
