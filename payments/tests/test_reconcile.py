@@ -516,6 +516,7 @@ def test_the_task_runs_one_pass_with_the_configured_threshold(settings):
         "outcomes": {ReconcileOutcome.DECLINED: 1},
         "rechecked": 0,
         "recheck_outcomes": {},
+        "refunds": {"examined": 0, "outcomes": {}},
     }
 
 

@@ -52,4 +52,5 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(report.summary()) if report.noteworthy else report.summary())
         if not dry_run:  # finishing a refund moves money: nothing to preview
             refunds = refund_reconcile_stale(older_than=seconds)
-            self.stdout.write(refunds.summary())
+            if refunds.examined:
+                self.stdout.write(refunds.summary())
