@@ -5,13 +5,13 @@ PAYMENTS_RECORD_RETRY_SECONDS, so check-back never rolls it back."""
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 from django.db import connection
 
 from orders.tests.factories import OrderFactory
 from payments import recording
 from payments.tests.fixtures import effects
+from txbroker.testing import side_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +21,7 @@ def cut_own_session() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    killer = psycopg2.connect(**connection.get_connection_params())
+    killer = side_connection()  # psycopg 3 or psycopg2, as Django's
     try:
         with killer.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
