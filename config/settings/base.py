@@ -125,6 +125,9 @@ if env.str("TXBROKER_DATABASE_URL", default=""):
 if "harness" in INSTALLED_APPS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     INSTALLED_APPS += ["django_celery_outbox", "procrastinate.contrib.django"]
 CELERY_OUTBOX_APP = "harness.peers.outbox.app"
+# Its StatsD metrics (on by default, to localhost:9125): this project exports Prometheus
+# metrics and runs no StatsD agent, so every metric would be a refused packet and a warning.
+MONITORING_METRICS_ENABLED = False
 PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""  # the harness's tasks.py are Celery's
 PROCRASTINATE_IMPORT_PATHS = ["harness.peers.jobs"]
 
