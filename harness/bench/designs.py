@@ -177,10 +177,11 @@ NOTES: dict[str, str] = {
         "1 s when the outbox is empty; worker CPU includes the relay"
     ),
     "procrastinate": (
-        "at-least-once: a job whose worker dies mid-run is retried only once stalled-job "
-        "recovery is scheduled; the handler's commit and the job's status are separate "
-        "transactions (no exactly-once effects); no per-group delivery view beyond the jobs "
-        "table; its worker's own queries (psycopg pool) are not in statements_per_payment"
+        "at-least-once: a job whose worker dies mid-run is retried only if the application "
+        "schedules stalled-job recovery (a periodic task of its own, not set up here); the "
+        "handler's commit and the job's status are separate transactions (no exactly-once "
+        "effects); no per-group delivery view beyond the jobs table; its worker's own queries "
+        "(psycopg pool) are not in statements_per_payment"
     ),
 }
 
