@@ -12,7 +12,7 @@ DEMO_PASSWORD ?= admin-demo-password
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run setup test test-txbroker fuzz lint chaos bench bench-db bench-embedded bench-history bench-memory clean
+.PHONY: run setup test test-txbroker fuzz lint chaos bench bench-db bench-peers bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,11 @@ bench-db: $(VENV)/.dev
 	$(BENCH_ENV) $(BIN)/python manage.py migrate --no-input -v0
 bench: bench-db
 	$(BENCH_ENV) $(BIN)/python manage.py bench $(BENCH_ARGS)
+# txbroker against its peers (django-celery-outbox, procrastinate: harness/peers/), once each.
+BENCH_PEERS_ARGS ?= --payments 2000 --concurrency 3 --workers 4 --no-half-rate \
+	--designs raw,naive,txbroker,celery_outbox,procrastinate --json var/bench/peers.json
+bench-peers: bench-db
+	$(BENCH_ENV) $(BIN)/python manage.py bench $(BENCH_PEERS_ARGS)
 # The same bench on the embedded defaults: SQLite + the filesystem transport.
 bench-embedded: $(VENV)/.dev
 	env -u DATABASE_URL -u CELERY_BROKER_URL DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness \

@@ -118,6 +118,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 if env.str("TXBROKER_DATABASE_URL", default=""):
     DATABASES["txbroker"] = {**env.db_url("TXBROKER_DATABASE_URL"), "CONN_HEALTH_CHECKS": True}
 
+# The bench's peers (``harness.peers``, ``manage.py bench --designs celery_outbox,procrastinate``):
+# installed with the harness only, so that the product never depends on them, and only on
+# PostgreSQL (procrastinate's migrations are PostgreSQL's SQL; the outbox relay needs
+# SKIP LOCKED).
+if "harness" in INSTALLED_APPS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    INSTALLED_APPS += ["django_celery_outbox", "procrastinate.contrib.django"]
+CELERY_OUTBOX_APP = "harness.peers.outbox.app"
+# Its StatsD metrics (on by default, to localhost:9125): this project exports Prometheus
+# metrics and runs no StatsD agent, so every metric would be a refused packet and a warning.
+MONITORING_METRICS_ENABLED = False
+PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""  # the harness's tasks.py are Celery's
+PROCRASTINATE_IMPORT_PATHS = ["harness.peers.jobs"]
+
 
 # Bounded waits on PostgreSQL, for every connection of web, worker and beat: a process that
 # freezes (SIGSTOP, a paused VM or container) or dies while its session holds a transaction

@@ -128,3 +128,23 @@ def install_in_worker() -> None:
 
     worker_process_init.connect(on_process_init, weak=False)
     worker_process_shutdown.connect(on_shutdown, weak=False)
+
+
+def install_in_process() -> None:
+    """Called by the harness app in a peer's non-Celery process started by the bench (the
+    outbox relay, a procrastinate worker): counts from now on, written every 0.2 s from a
+    thread and when the process exits."""
+    import atexit
+
+    directory = os.environ.get(COUNT_DIR_ENV)
+    if not directory:
+        return
+    install()
+
+    def dump_forever() -> None:
+        while True:
+            time.sleep(0.2)
+            dump(directory, force=True)
+
+    threading.Thread(target=dump_forever, name="bench-counts", daemon=True).start()
+    atexit.register(lambda: dump(directory, force=True))

@@ -11,6 +11,10 @@ read the order, check it is not paid yet, charge the (simulated) gateway, insert
 - ``txbroker_ordered`` (optional): ``txbroker`` with each payment message in one of
   ``ORDERED_GROUPS`` message groups (by order number): per group and consumer group, a
   delivery waits for the one before it, so this measures what ordering costs.
+- ``celery_outbox`` and ``procrastinate`` (optional, PostgreSQL only): the two peers of
+  ``harness.peers``: the same check, charge and record, the three consumers written to
+  django-celery-outbox's outbox table or deferred as procrastinate jobs in the record's
+  transaction, run by the same services in their own worker processes.
 - ``product`` (optional): ``payments.services.payment_pay`` as the product runs it, with
   its ``Charge`` rows on top of the protocol (more work than the other three do).
 
@@ -44,7 +48,8 @@ from points.services import points_award_for_payment
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 
 DESIGNS = ("raw", "naive", "txbroker")
-OPTIONAL_DESIGNS = ("product", "txbroker_orm", "txbroker_ordered")
+PEERS = ("celery_outbox", "procrastinate")
+OPTIONAL_DESIGNS = ("product", "txbroker_orm", "txbroker_ordered", *PEERS)
 ORDERED_GROUPS = 100
 # Environment of a design's processes: txbroker_orm is txbroker with this work's hot-path
 # levers off (the ORM's statements, a wake-up per commit), for before/after figures.
@@ -134,6 +139,27 @@ def pay_txbroker_ordered(user, order_id: str, amount: Decimal) -> None:
     pay_txbroker(user, order_id, amount, message_group=f"G{number % ORDERED_GROUPS:03d}")
 
 
+def _pay_peer(user, order_id: str, amount: Decimal, *, prefix: str, enqueue: Callable[..., None]) -> None:
+    order = _checked_order(user, order_id, amount)
+    _charge(order, prefix)
+    event = PaymentSucceeded(order_id=order_id, user_id=user.pk, amount=amount, pay_time=timezone.now())
+    with transaction.atomic():
+        _record(event)
+        enqueue(body=event.as_body())
+
+
+def pay_celery_outbox(user, order_id: str, amount: Decimal) -> None:
+    from harness.peers.outbox import payment_outbox_enqueue
+
+    _pay_peer(user, order_id, amount, prefix="outbox", enqueue=payment_outbox_enqueue)
+
+
+def pay_procrastinate(user, order_id: str, amount: Decimal) -> None:
+    from harness.peers.jobs import payment_jobs_defer
+
+    _pay_peer(user, order_id, amount, prefix="procrastinate", enqueue=payment_jobs_defer)
+
+
 def pay_product(user, order_id: str, amount: Decimal) -> None:
     from payments.services import payment_pay
 
@@ -149,6 +175,38 @@ PAY: dict[str, Callable] = {
     "txbroker_orm": pay_txbroker,
     "txbroker_ordered": pay_txbroker_ordered,
     "product": pay_product,
+    "celery_outbox": pay_celery_outbox,
+    "procrastinate": pay_procrastinate,
+}
+
+# What a peer does not do that txbroker does, beside its figures (it is not handicapped
+# for it: each runs as its documentation recommends).
+NOTES: dict[str, str] = {
+    "naive": "no outbox: a crash between commit and publish loses the three tasks; no handler retry",
+    "celery_outbox": (
+        "at-least-once: a relay crash after publishing resends (stale timeout), so a handler "
+        "may run twice (no exactly-once effects); handler retries live in Redis (Celery "
+        "autoretry), no per-group retry schedule or dead letters in the database; relay idles "
+        "1 s when the outbox is empty; worker CPU includes the relay"
+    ),
+    "procrastinate": (
+        "at-least-once: a job whose worker dies mid-run is retried only if the application "
+        "schedules stalled-job recovery (a periodic task of its own, not set up here); the "
+        "handler's commit and the job's status are separate transactions (no exactly-once "
+        "effects); no per-group delivery view beyond the jobs table; its worker's own queries "
+        "(psycopg pool) are not in statements_per_payment"
+    ),
+}
+
+# The peers' own tables, emptied with the others when their apps are installed.
+PEER_TABLES = {
+    "django_celery_outbox": ["celery_outbox", "celery_outbox_dead_letter"],
+    "procrastinate": [
+        "procrastinate_events",
+        "procrastinate_jobs",
+        "procrastinate_periodic_defers",
+        "procrastinate_workers",
+    ],
 }
 
 # Children first, so that a DELETE (SQLite) never trips a foreign key.
@@ -172,7 +230,11 @@ TABLES = [
 
 def tables_reset() -> None:
     """Empty the tables a bench run writes (broker, domain, and the bench's users)."""
+    from django.apps import apps
+
     names = [model._meta.db_table for model in TABLES]
+    installed = {config.label for config in apps.get_app_configs()}
+    names += [name for label, tables in PEER_TABLES.items() if label in installed for name in tables]
     User = get_user_model()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -121,15 +122,27 @@ def pool_rss(pid: int) -> list[int]:
 
 
 class Worker:
-    """``celery -A config worker`` in its own session, its log in ``log_dir``."""
+    """``celery -A config worker`` in its own session, its log in ``log_dir``; or ``argv``
+    (a peer's relay or worker), ready when ``ready()`` says so."""
 
-    def __init__(self, log_dir: Path, *, concurrency: int, env: dict[str, str], name: str = "bench") -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        concurrency: int,
+        env: dict[str, str],
+        name: str = "bench",
+        extra: tuple[str, ...] = (),
+        argv: Optional[list[str]] = None,
+        ready: Optional[Callable[[], bool]] = None,
+    ) -> None:
         self.log_path = log_dir / f"worker-{name}.log"
         self.ready_dir = log_dir / f"ready-{name}"
         self.ready_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.ready_dir.iterdir():
             stale.unlink()
-        argv = worker_argv(name=name, concurrency=concurrency, extra=("--without-heartbeat",))
+        self._ready = ready or (lambda: any(self.ready_dir.iterdir()))
+        argv = argv or worker_argv(name=name, concurrency=concurrency, extra=("--without-heartbeat", *extra))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv,
@@ -147,12 +160,14 @@ class Worker:
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(self.ready_dir.iterdir()):
+            if self._ready():
                 return
             if self.popen.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"the bench worker did not start; its log:\n{self.log()[-3000:]}")
+        raise RuntimeError(
+            f"the bench worker {self.log_path.name} did not start; its log:\n{self.log()[-3000:]}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

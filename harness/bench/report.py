@@ -13,11 +13,23 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
     return round(numerator / denominator, 3)
 
 
+# txbroker's peers: the designs a user could pick instead of it (raw is a ceiling, not one).
+PEERS = ("naive", "celery_outbox", "procrastinate")
+
+
+def best_peer(runs: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The peer that ran with the most payments/s fully consumed; None if none ran."""
+    ran = [name for name in PEERS if runs.get(name, {}).get("payments_per_s")]
+    return max(ran, key=lambda name: runs[name]["payments_per_s"], default=None)
+
+
 def ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Optional[float]]:
     pps = {name: run.get("payments_per_s") for name, run in runs.items()}
+    best = best_peer(runs)
     found = {
         "txbroker_vs_naive": ratio(pps.get("txbroker"), pps.get("naive")),
         "txbroker_vs_raw": ratio(pps.get("txbroker"), pps.get("raw")),
+        "txbroker_vs_best_peer": ratio(pps.get("txbroker"), pps.get(best) if best else None),
     }
     if "txbroker_ordered" in runs:
         # Payments in 100 message groups, each consumed in order, against no groups.
@@ -47,6 +59,9 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
             f"{_fmt(cpu['producer'], 18)}{_fmt(cpu['worker'], 8)}{_fmt(cpu['postgres'], 7)}{_fmt(cpu['redis'], 7)}"
         )
     lines.append("latency: ms from the payment call's return to its consumers' commits (all three groups)")
+    for name, run in runs.items():
+        if run.get("note"):
+            lines.append(f"{name}: {run['note']}")
     return "\n".join(lines)
 
 

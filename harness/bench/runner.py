@@ -3,6 +3,7 @@ consumed by all three groups, then measure (see ``manage.py bench``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -21,16 +22,18 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections
 
 from harness.bench import counting
+from harness.bench.consumers import Consumers
 from harness.bench.designs import (
     DESIGN_ENV,
     GROUPS,
+    NOTES,
     PAY,
     consumed_counts,
     consumption_times,
     orders_create,
     tables_reset,
 )
-from harness.bench.processes import BackendCpu, Worker, child_env, named_cpu_seconds, tree_cpu_seconds
+from harness.bench.processes import BackendCpu, child_env, named_cpu_seconds
 
 NULL_SMS_BACKEND = "harness.bench.backends.NullSmsBackend"
 
@@ -71,6 +74,9 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
 def _produce(design: str, rows: list, rate: Optional[float], start_at: float, queue) -> None:
     try:
         os.environ.update(DESIGN_ENV.get(design, {}))
+        # Warnings only, as the worker processes: no per-payment INFO line (procrastinate's
+        # "Deferred 1 job") in one design's producer and not in another's.
+        logging.getLogger().setLevel(logging.WARNING)
         settings.NOTIFICATIONS_SMS_BACKEND = NULL_SMS_BACKEND
         users = get_user_model().objects.in_bulk({user_id for _, user_id, _ in rows})
         pay = PAY[design]
@@ -157,8 +163,12 @@ def run_design(
     worker = None
     if design != "raw":
         env = child_env(**{counting.COUNT_DIR_ENV: str(count_dir)}, **DESIGN_ENV.get(design, {}))
-        worker = Worker(cfg.work_dir, concurrency=cfg.workers, env=env, name=label)
-        worker.wait_ready()
+        worker = Consumers(design, cfg.work_dir, workers=cfg.workers, env=env, label=label)
+        try:
+            worker.wait_ready()
+        except BaseException:
+            worker.stop()
+            raise
     try:
         counting.install()
         pg_before = _pg_transactions_settled()
@@ -167,7 +177,7 @@ def run_design(
         if backends:
             backends.start()
         cpu_before = {
-            "worker": tree_cpu_seconds(worker.pid) if worker else 0.0,
+            "worker": worker.cpu_seconds() if worker else 0.0,
             "redis": named_cpu_seconds("redis-server"),
         }
         connections.close_all()  # never share a connection with forked producers
@@ -228,7 +238,7 @@ def run_design(
         if backends:
             backends.sample()
         cpu_after = {
-            "worker": tree_cpu_seconds(worker.pid) if worker else 0.0,
+            "worker": worker.cpu_seconds() if worker else 0.0,
             "redis": named_cpu_seconds("redis-server"),
         }
         time.sleep(0.5)  # the pool processes write their last counts
@@ -288,6 +298,8 @@ def run_design(
         # Less the bench's own polling (each statement of this process was one transaction).
         own = parent_counts.get("transactions", 0) - parent_before.get("transactions", 0)
         figures["transactions_per_payment"]["postgres"] = round((pg_after - pg_before - own) / n, 2)
+    if design in NOTES:
+        figures["note"] = NOTES[design]
     figures["_all_ms"] = all_three  # for the plot; dropped from the JSON
     progress(
         f"{label}: {figures['payments']} payments in {duration:.2f}s = {figures['payments_per_s']}/s, "

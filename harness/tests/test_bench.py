@@ -12,6 +12,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
+from harness.bench.report import best_peer, ratios
 from harness.bench.runner import percentile
 from txbroker.tests.processes import ROOT, child_env
 
@@ -30,7 +31,7 @@ def test_a_small_bench_runs_every_design_to_full_consumption(tmp_path, clean_que
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     stdout = io.StringIO(done.stdout)
     document = json.loads(out.read_text())
-    assert set(document["ratios"]) == {"txbroker_vs_naive", "txbroker_vs_raw"}
+    assert set(document["ratios"]) == {"txbroker_vs_naive", "txbroker_vs_raw", "txbroker_vs_best_peer"}
     assert all(isinstance(v, float) and v > 0 for v in document["ratios"].values())
     assert set(document["designs"]) == {"raw", "naive", "txbroker", "txbroker_half"}
     for name, run in document["designs"].items():
@@ -46,6 +47,44 @@ def test_a_small_bench_runs_every_design_to_full_consumption(tmp_path, clean_que
     assert document["designs"]["txbroker_half"]["rate_limit"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "txbroker/naive" in stdout.getvalue()
+
+
+@pytest.mark.parametrize("design", ["celery_outbox", "procrastinate"])
+@pytest.mark.django_db(transaction=True)
+def test_a_peer_runs_through_the_bench_to_full_consumption(design, tmp_path, clean_queue):
+    from notifications.models import Notification
+    from orders.models import Order
+    from points.models import PointsRecord
+
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "manage.py", "bench", "--payments=24", "--concurrency=2", "--workers=2"]
+    argv += [f"--designs={design}", "--no-half-rate", f"--json={out}", f"--work-dir={tmp_path / 'work'}"]
+    argv += ["--timeout=60"]
+    done = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert set(document["ratios"]) == {"txbroker_vs_naive", "txbroker_vs_raw", "txbroker_vs_best_peer"}
+    run = document["designs"][design]
+    assert (run["payments"], run["failed"]) == (24, 0), run["failures"]
+    assert run["workers"] == 2 and run["statements_per_payment"]["worker"] > 0
+    assert run["note"]  # what it does not do that txbroker does
+    # Every payment consumed by each of the three groups, by the peer's own processes.
+    assert Order.objects.filter(status=Order.Status.PAID).count() == 24
+    assert PointsRecord.objects.count() == 24
+    assert Notification.objects.count() == 24
+
+
+def test_txbroker_is_compared_with_its_fastest_peer():
+    runs = {
+        "raw": {"payments_per_s": 400.0},
+        "naive": {"payments_per_s": 100.0},
+        "celery_outbox": {"payments_per_s": 160.0},
+        "procrastinate": {"payments_per_s": None},
+        "txbroker": {"payments_per_s": 80.0},
+    }
+    assert best_peer(runs) == "celery_outbox"
+    assert ratios(runs) == {"txbroker_vs_naive": 0.8, "txbroker_vs_raw": 0.2, "txbroker_vs_best_peer": 0.5}
+    assert ratios({"txbroker": {"payments_per_s": 80.0}})["txbroker_vs_best_peer"] is None
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""``manage.py bench``: txbroker against the naive design and the raw ceiling.
+"""``manage.py bench``: txbroker against the naive design, the raw ceiling and its peers
+(``--designs ...,celery_outbox,procrastinate``: django-celery-outbox and procrastinate).
 
 Runs each design against fresh tables in the configured database (which must be a bench
 or test database: the bench empties its tables) with a real Celery worker pool, and
@@ -13,14 +14,19 @@ import os
 import tempfile
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from harness.bench.designs import DESIGNS, OPTIONAL_DESIGNS
-from harness.bench.report import group_table, plot, ratios, table, write_json
+from harness.bench.designs import DESIGNS, OPTIONAL_DESIGNS, PEERS
+from harness.bench.report import best_peer, group_table, plot, ratios, table, write_json
 from harness.bench.runner import RunConfig, run_design
 
+PEERS_NEED_POSTGRESQL = (
+    "{designs}: the peers run on PostgreSQL with the harness installed (DJANGO_EXTRA_APPS=harness "
+    "installs django_celery_outbox and procrastinate.contrib.django there)"
+)
 BENCH_DATABASE_REFUSED = (
     "the bench empties its tables: point DATABASE_URL at a database whose name contains "
     "'bench' or starts with 'test' (`make bench` creates txbroker_bench), not {name!r}"
@@ -49,7 +55,10 @@ def _use_broker(url: str) -> None:
 
 
 class Command(BaseCommand):
-    help = "Benchmark txbroker against the naive on_commit + delay design and the raw ceiling."
+    help = (
+        "Benchmark txbroker against the naive on_commit + delay design, the raw ceiling and "
+        "(optionally) its peers django-celery-outbox and procrastinate."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--payments", type=int, default=2000)
@@ -95,6 +104,9 @@ class Command(BaseCommand):
         unknown = set(designs) - set(DESIGNS + OPTIONAL_DESIGNS)
         if unknown:
             raise CommandError(f"unknown designs: {', '.join(sorted(unknown))}")
+        peers = [design for design in designs if design in PEERS]
+        if peers and not apps.is_installed("procrastinate.contrib.django"):
+            raise CommandError(PEERS_NEED_POSTGRESQL.format(designs=", ".join(peers)))
         if min(options["payments"], options["concurrency"], options["workers"], options["repeat"]) < 1:
             raise CommandError("--payments, --concurrency, --workers and --repeat must be at least 1")
         work_dir = Path(options["work_dir"] or tempfile.mkdtemp(prefix="txbroker-bench-"))
@@ -177,7 +189,8 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(
             self.style.SUCCESS(
-                f"txbroker/naive = {figures['txbroker_vs_naive']}   txbroker/raw = {figures['txbroker_vs_raw']}"
+                f"txbroker/naive = {figures['txbroker_vs_naive']}   txbroker/raw = {figures['txbroker_vs_raw']}   "
+                f"txbroker/best peer ({best_peer(runs)}) = {figures['txbroker_vs_best_peer']}"
             )
         )
         document = {
