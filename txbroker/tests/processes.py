@@ -181,6 +181,17 @@ def purge_queue() -> int:
     return _on_queue(lambda channel, name: channel.queue_purge(name) or 0)
 
 
+def lose_queued_tasks() -> None:
+    """Every queued task gone, as after a broker restart that kept nothing: the Redis
+    database emptied (the wake-up mark with it), or the RabbitMQ queue purged."""
+    if broker_is_redis():
+        client = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.flushdb()
+        client.close()
+    else:
+        purge_queue()
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis_lib.Redis]:
     """A client of the Redis broker; tests that need one (they wipe Redis, read its keys)
@@ -224,12 +235,7 @@ def broker_env(broker_setting) -> dict[str, str]:
 def clean_queue() -> None:
     """No task left over from an earlier test: the Redis database emptied (the wake-up
     mark with it), or the RabbitMQ queue purged."""
-    if broker_is_redis():
-        client = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
-        client.flushdb()
-        client.close()
-    else:
-        purge_queue()
+    lose_queued_tasks()
 
 
 @pytest.fixture
