@@ -21,7 +21,7 @@ AMQP_TESTS ?= txbroker/tests/test_core_wakeup.py txbroker/tests/test_core_crash.
 	txbroker/tests/test_core_recovery.py txbroker/tests/test_core_ordered_workers.py \
 	payments/tests/test_flow.py
 
-.PHONY: run setup test test-amqp test-txbroker fuzz lint chaos bench bench-db bench-embedded bench-history bench-memory clean
+.PHONY: run setup test test-amqp test-txbroker fuzz lint chaos chaos-amqp bench bench-db bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,13 @@ fuzz: $(VENV)/.dev
 CHAOS_ARGS ?= --payments 1000 --concurrency 16 --faults all --baseline --json var/chaos/report.json
 chaos: $(VENV)/.dev
 	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_ARGS)
+
+# `make chaos-amqp`: 200 payments on a RabbitMQ node of the run's own, restarted mid-load,
+# with SIGKILLs and the fault points; needs Debian's rabbitmq-server installed.
+CHAOS_AMQP_ARGS ?= --broker amqp --payments 200 --concurrency 8 --faults kill,rabbitmq-restart \
+	--rabbitmq-every 20 --json var/chaos/amqp-report.json
+chaos-amqp: $(VENV)/.dev
+	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_AMQP_ARGS)
 
 # `make bench`: raw / naive / txbroker (and txbroker at half its rate for latency) on
 # PostgreSQL + Redis with a real worker pool, each against fresh tables in its own
