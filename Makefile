@@ -1,6 +1,6 @@
 # `make run`: the whole system on embedded defaults (SQLite + Celery filesystem transport),
 # no server needed. `make test`: lint + the whole suite on PostgreSQL and Redis (the
-# property-based tests seeded: every run draws the same examples).
+# property-based tests seeded: every run draws the same examples), then `make test-amqp`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,8 +11,17 @@ DEMO_PASSWORD ?= admin-demo-password
 # The suite's services: the machine's PostgreSQL and Redis.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# The worker-starting tests again on RabbitMQ, in a queue (and control exchange) of their
+# own on the default virtual host: wake-ups, deliveries and retries through a worker,
+# check-back, workers and producers killed or stopped, the broker losing its queued tasks,
+# PostgreSQL cutting connections, ordered groups with two workers, and the payment flow.
+TEST_AMQP_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
+TEST_AMQP_QUEUE ?= txbroker-tests
+AMQP_TESTS ?= txbroker/tests/test_core_wakeup.py txbroker/tests/test_core_crash.py \
+	txbroker/tests/test_core_recovery.py txbroker/tests/test_core_ordered_workers.py \
+	payments/tests/test_flow.py
 
-.PHONY: run setup test test-txbroker fuzz lint chaos bench bench-db bench-peers bench-embedded bench-history bench-memory clean
+.PHONY: run setup test test-amqp test-txbroker fuzz lint chaos chaos-amqp bench bench-db bench-peers bench-embedded bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +60,13 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev lint
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-amqp
+
+# `make test-amqp`: AMQP_TESTS (above) on RabbitMQ; tests that need Redis itself (they wipe
+# it or read its keys) are skipped there.
+test-amqp: $(VENV)/.dev
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_AMQP_BROKER_URL) CELERY_QUEUE=$(TEST_AMQP_QUEUE) \
+		$(BIN)/python -m pytest $(AMQP_TESTS) $(AMQP_PYTEST_ARGS)
 
 # `make test-txbroker`: txbroker's own tests alone, on txbroker's test project
 # (txbroker/tests/project, txbroker/tests/standalone.ini): none of the application's apps or
@@ -79,6 +95,13 @@ fuzz: $(VENV)/.dev
 CHAOS_ARGS ?= --payments 1000 --concurrency 16 --faults all --baseline --json var/chaos/report.json
 chaos: $(VENV)/.dev
 	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_ARGS)
+
+# `make chaos-amqp`: 200 payments on a RabbitMQ node of the run's own, restarted mid-load,
+# with SIGKILLs and the fault points; needs Debian's rabbitmq-server installed.
+CHAOS_AMQP_ARGS ?= --broker amqp --payments 200 --concurrency 8 --faults kill,rabbitmq-restart \
+	--rabbitmq-every 20 --json var/chaos/amqp-report.json
+chaos-amqp: $(VENV)/.dev
+	DJANGO_DEBUG=1 DJANGO_EXTRA_APPS=harness $(BIN)/python manage.py chaos $(CHAOS_AMQP_ARGS)
 
 # `make bench`: raw / naive / txbroker (and txbroker at half its rate for latency) on
 # PostgreSQL + Redis with a real worker pool, each against fresh tables in its own

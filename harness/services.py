@@ -4,6 +4,7 @@ database or Redis: a run names its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -228,3 +229,128 @@ class PrivatePostgres:
         if log_to is not None and self.log_path.exists():
             shutil.copyfile(self.log_path, log_to)
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+# --- RabbitMQ -----------------------------------------------------------------------------------
+class RabbitServer:
+    """A private RabbitMQ node for a run with the ``amqp`` broker: a node name, AMQP and
+    distribution ports, database, logs and Erlang cookie of its own, all in ``base_dir``, so
+    that the ``rabbitmq-restart`` fault can stop and start it without touching the machine's
+    RabbitMQ. Its state lives in files (the node's pid in ``rabbitmq.pid``), so a child
+    process can restart the server its parent created (``RabbitServer(base_dir, port=...)``)."""
+
+    SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+    def __init__(self, base_dir: Path, *, port: int = 0, dist_port: int = 0) -> None:
+        if not self.SCRIPT.exists():
+            raise RuntimeError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+        self.base_dir = Path(base_dir).resolve()
+        self.port = port or free_port()
+        self.dist_port = dist_port or free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.pid_file = self.base_dir / "rabbitmq.pid"
+        self.log_path = self.base_dir / "rabbitmq-server.log"
+        self._popen: subprocess.Popen | None = None
+
+    @classmethod
+    def create(cls, base_dir: Path) -> RabbitServer:
+        server = cls(base_dir)
+        server.base_dir.mkdir(parents=True, exist_ok=True)
+        (server.base_dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{server.port}\nloopback_users = none\n", encoding="utf-8"
+        )
+        (server.base_dir / "enabled_plugins").write_text("[].\n", encoding="utf-8")
+        ports = {"port": server.port, "dist_port": server.dist_port}
+        (server.base_dir / "ports.json").write_text(json.dumps(ports), encoding="utf-8")
+        server.start()
+        return server
+
+    @classmethod
+    def attach(cls, base_dir: Path) -> RabbitServer:
+        """The node :meth:`create` made in ``base_dir`` (from another process)."""
+        ports = json.loads((Path(base_dir) / "ports.json").read_text(encoding="utf-8"))
+        return cls(base_dir, port=ports["port"], dist_port=ports["dist_port"])
+
+    def _env(self) -> dict[str, str]:
+        base = self.base_dir
+        return {
+            **os.environ,
+            # The Erlang cookie is made in HOME on first start.
+            "HOME": str(base),
+            "RABBITMQ_NODENAME": f"txb-chaos-{self.port}@localhost",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            # Not the machine's rabbitmq-env.conf (its node name and listeners).
+            "RABBITMQ_CONF_ENV_FILE": "/dev/null",
+        }
+
+    def start(self, *, timeout: float = 120) -> None:
+        with open(self.log_path, "ab") as log:
+            self._popen = subprocess.Popen(
+                [str(self.SCRIPT)],
+                cwd=self.base_dir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(self._popen.pid), encoding="utf-8")
+        wait_until(self.ready, timeout=timeout, interval=0.5, what="rabbitmq-server")
+
+    def ready(self) -> bool:
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=2) as conn:
+                conn.connect()
+            return True
+        except Exception:  # noqa: BLE001 - not accepting AMQP connections yet
+            return False
+
+    def _group(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        """Some process of the node's group is alive (a zombie is not: the start script
+        exits first, and its parent may be another process that has not reaped it)."""
+        group = self._group()
+        if group is None:
+            return False
+        if self._popen is not None:
+            self._popen.poll()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after it.
+                fields = stat.read_text(encoding="utf-8").rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+        return False
+
+    def stop(self, *, timeout: float = 60) -> None:
+        """Stop the node as a service manager would (SIGTERM: RabbitMQ shuts down cleanly,
+        durable queues and persistent messages kept on disk); SIGKILL what is left."""
+        import signal
+
+        group = self._group()
+        if group is None or not self.running():
+            return
+        os.killpg(group, signal.SIGTERM)
+        try:
+            wait_until(lambda: not self.running(), timeout=timeout, interval=0.2, what="rabbitmq to stop")
+        except TimeoutError:
+            os.killpg(group, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -90,6 +90,16 @@ def _bool(value: Any) -> bool:
     raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
 
 
+WAKEUP_MARKS = ("auto", "redis", "database", "none")
+
+
+def _wakeup_mark(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in WAKEUP_MARKS:
+        raise ValueError(f"must be one of {', '.join(WAKEUP_MARKS)}")
+    return text
+
+
 def _non_negative_float(value: Any) -> float:
     number = parse_duration(value) if isinstance(value, str) else float(value)
     if number < 0:
@@ -132,8 +142,12 @@ SETTINGS: dict[str, Setting] = {
     # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the
     # portable ORM path, for comparison or for a PostgreSQL look-alike that lacks them.
     "TXBROKER_FASTPATH": Setting(True, _bool),
-    # At most one delivery wake-up waiting in a Redis queue (see txbroker.wakeup).
+    # At most one delivery wake-up waiting in the broker's queue (see txbroker.wakeup).
     "TXBROKER_WAKEUP_COALESCE": Setting(True, _bool),
+    # Where "a wake-up is queued" is marked: auto (Redis key on a Redis broker, none on the
+    # filesystem or memory transport, a database row on any other broker), redis,
+    # database or none (every commit publishes).
+    "TXBROKER_WAKEUP_MARK": Setting("auto", _wakeup_mark),
     # Seconds after which a queued wake-up that never started stops suppressing new ones.
     "TXBROKER_WAKEUP_TTL": Setting(2.0, _non_negative_float),
     # Seconds /metrics reuses the database gauges it read (per process): a scrape costs no

@@ -286,6 +286,18 @@ class MessageGroupHead(models.Model):
         return f"{self.message_group} @ {self.last_sequence}"
 
 
+class WakeupMark(models.Model):
+    """ "A delivery wake-up is queued and has not started": one row (id 1), for brokers other
+    than Redis (see txbroker.wakeup). ``queued_at`` is the database's time of the publish
+    it stands for; NULL once a delivery task started."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True)
+    queued_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"wake-up queued at {self.queued_at}" if self.queued_at else "no wake-up queued"
+
+
 # --- operator views (admin only: proxies, no tables) ---------------------------------------
 class DeadLetterQuerySet(DeliveryQuerySet):
     pass

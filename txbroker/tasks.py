@@ -25,9 +25,9 @@ logger = logging.getLogger("txbroker.tasks")
     ignore_result=True,
 )
 def deliver() -> dict:
+    close_old_connections()
     # Before claiming: a commit from now on publishes a new wake-up (txbroker.wakeup).
     wakeup.started()
-    close_old_connections()
     try:
         report = delivery.deliver_due()
     finally:

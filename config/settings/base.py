@@ -307,29 +307,10 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Celery ----------------------------------------------------------------------------------
-CELERY_QUEUE_DIR = VAR_DIR / "celery"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
-if CELERY_BROKER_URL.rstrip("/") == "filesystem:":
-    # kombu warns "No hostname was supplied" on every connection to a URL without a host
-    # (web, worker, beat, commands); the filesystem transport ignores the host anyway.
-    CELERY_BROKER_URL = "filesystem://localhost//"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _queue = CELERY_QUEUE_DIR / "queue"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_queue),
-        "data_folder_out": str(_queue),
-        "control_folder": str(CELERY_QUEUE_DIR / "control"),
-        "store_processed": False,
-        # The folder is polled (kombu's default: every second, which was most of a delivery's
-        # latency in the embedded bench); listing a small folder ten times a second is cheap.
-        "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.1),
-    }
-else:
-    # Tasks are only wake-ups: the database holds every delivery, and the sweep re-enqueues
-    # what is due. So Redis redelivering an unacknowledged task is never needed for
-    # correctness; the timeout only has to exceed the longest task (the hard time limit
-    # below) so that Redis does not hand a running task to a second worker.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# The broker's URL and the settings that depend on the broker: config/settings/broker.py.
+from config.settings.broker import *  # noqa: E402, F403
+from config.settings.broker import CELERY_BROKER_URL  # noqa: E402
+
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -4,6 +4,8 @@ Kinds, each switched on by name (default: all):
 
 - ``kill``: SIGKILL a random gunicorn worker and a random Celery process every few seconds;
 - ``redis-wipe``: Redis loses everything (FLUSHALL, every client connection killed);
+- ``rabbitmq-restart``: with ``--broker amqp``, the run's own RabbitMQ node is stopped
+  (SIGTERM, as a service manager stops it) and started again while the load runs;
 - ``pg-cut``: ``pg_terminate_backend`` of every connection of the application;
 - ``freeze``: SIGSTOP a web worker or Celery pool process while its database session is
   inside a transaction, SIGCONT 30-120 s later (one stays frozen until the load ends);
@@ -21,7 +23,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FAULT_KINDS = ("kill", "redis-wipe", "pg-cut", "freeze", "pg-crash", "skew", "poison", "slow-check")
+FAULT_KINDS = (
+    "kill",
+    "redis-wipe",
+    "rabbitmq-restart",
+    "pg-cut",
+    "freeze",
+    "pg-crash",
+    "skew",
+    "poison",
+    "slow-check",
+)
+BROKERS = ("redis", "amqp")
+# Fault kinds that exist on one broker only ('all' means every kind of the run's broker).
+BROKER_OF_FAULT = {"redis-wipe": "redis", "rabbitmq-restart": "amqp"}
 # A frozen process is thawed after a random time in this range (times --freeze-scale).
 FREEZE_SECONDS = (30.0, 120.0)
 # Frozen at once, at most (the one kept frozen until the load ends included).
@@ -29,16 +44,21 @@ FREEZE_AT_ONCE = 4
 # Which managed processes run with a skewed clock.
 SKEWED_PROCESSES = ("worker2", "beat")
 UNKNOWN_FAULT = "unknown fault kind {kind!r}; choose from {choices} (or 'all')"
+WRONG_BROKER_FAULT = "fault kind {kind!r} needs --broker {needs} (this run's broker is {broker})"
 
 
-def parse_fault_kinds(text: str) -> frozenset[str]:
-    """``kill,pg-crash`` -> the kinds; ``all`` or an empty string -> every kind."""
+def parse_fault_kinds(text: str, broker: str = "redis") -> frozenset[str]:
+    """``kill,pg-crash`` -> the kinds; ``all`` or an empty string -> every kind of
+    ``broker`` (redis-wipe on Redis, rabbitmq-restart on RabbitMQ)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names or names == ["all"]:
-        return frozenset(FAULT_KINDS)
+        return frozenset(k for k in FAULT_KINDS if BROKER_OF_FAULT.get(k, broker) == broker)
     for name in names:
         if name not in FAULT_KINDS:
             raise ValueError(UNKNOWN_FAULT.format(kind=name, choices=", ".join(FAULT_KINDS)))
+        needs = BROKER_OF_FAULT.get(name, broker)
+        if needs != broker:
+            raise ValueError(WRONG_BROKER_FAULT.format(kind=name, needs=needs, broker=broker))
     return frozenset(names)
 
 
@@ -47,6 +67,7 @@ class FaultPlan:
     kinds: frozenset[str] = field(default_factory=lambda: frozenset(FAULT_KINDS))
     kill_every: float = 3.0
     redis_every: float = 15.0
+    rabbitmq_every: float = 30.0
     pg_every: float = 10.0
     freeze_every: float = 20.0
     freeze_scale: float = 1.0
@@ -92,6 +113,7 @@ class FaultPlan:
             "kinds": sorted(self.kinds, key=FAULT_KINDS.index),
             "kill_every": self.kill_every,
             "redis_every": self.redis_every,
+            "rabbitmq_every": self.rabbitmq_every,
             "pg_every": self.pg_every,
             "freeze_every": self.freeze_every,
             "freeze_seconds": list(self.freeze_range),

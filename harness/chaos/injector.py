@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from harness.chaos.cluster import Cluster
 from harness.chaos.faults import FREEZE_AT_ONCE, FaultPlan
-from harness.services import PrivatePostgres, _admin_connect, pg_terminate, redis_wipe
+from harness.services import PrivatePostgres, RabbitServer, _admin_connect, pg_terminate, redis_wipe
 
 logger = logging.getLogger("harness.chaos")
 
@@ -76,6 +76,9 @@ class Injector:
     plan: FaultPlan
     rng: random.Random
     postgres: PrivatePostgres | None = None  # the run's own server, for pg-crash
+    rabbitmq: RabbitServer | None = None  # the run's own broker, for rabbitmq-restart
+    # Each RabbitMQ restart: (stopped at, accepting connections again at), time.time().
+    rabbitmq_restarts: list[tuple[float, float]] = field(default_factory=list)
     injected: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     timeline: list[tuple[float, str]] = field(default_factory=list)
@@ -90,6 +93,8 @@ class Injector:
     def start(self) -> None:
         if self.plan.on("pg-crash") and self.postgres is None:
             raise ValueError("pg-crash needs the run's own PostgreSQL cluster")
+        if self.plan.on("rabbitmq-restart") and self.rabbitmq is None:
+            raise ValueError("rabbitmq-restart needs the run's own RabbitMQ node")
         self._faults_on.set()
         self._thread = threading.Thread(target=self._loop, name="chaos-injector", daemon=True)
         self._thread.start()
@@ -101,6 +106,8 @@ class Injector:
         with self._fault_lock:
             self._thaw_all("end of load")
             self._pg_ensure_up()
+            if self.rabbitmq is not None and not self.rabbitmq.running():
+                self.rabbitmq.start()
 
     def stop(self) -> None:
         self._faults_on.clear()
@@ -121,6 +128,7 @@ class Injector:
         due = {
             "kill": now + self._jitter(self.plan.kill_every),
             "redis-wipe": now + self._jitter(self.plan.redis_every),
+            "rabbitmq-restart": now + self._jitter(self.plan.rabbitmq_every),
             "pg-cut": now + self._jitter(self.plan.pg_every),
             "freeze": now + self._jitter(self.plan.freeze_every) / 2,
             "pg-crash": now + self._jitter(self.plan.pg_crash_every),
@@ -128,6 +136,7 @@ class Injector:
         every = {
             "kill": self.plan.kill_every,
             "redis-wipe": self.plan.redis_every,
+            "rabbitmq-restart": self.plan.rabbitmq_every,
             "pg-cut": self.plan.pg_every,
             "freeze": self.plan.freeze_every,
             "pg-crash": self.plan.pg_crash_every,
@@ -174,6 +183,13 @@ class Injector:
             dropped = redis_wipe(self.redis_url, whole_server=self.redis_whole_server)
             self._note("redis_flushall")
             self.injected["redis_clients_killed"] += dropped
+        elif kind == "rabbitmq-restart":
+            # Stopped and started within this tick (the supervisor waits meanwhile): RabbitMQ
+            # is down for its shutdown and its boot, several seconds.
+            stopped = time.time()
+            self._note("rabbitmq_restart")
+            self.rabbitmq.restart()
+            self.rabbitmq_restarts.append((stopped, time.time()))
         elif kind == "pg-cut":
             terminated = pg_terminate(self.database_url)
             self._note("pg_terminate_backend")

@@ -18,7 +18,7 @@ from harness.chaos.history import ProcessHistory, death_counts, read_logs
 from harness.chaos.injector import Injector
 from harness.chaos.load import plan_payments, run_load
 from harness.procs import CHAOS_BROKER_ENV, service_env
-from harness.services import PrivatePostgres
+from harness.services import PrivatePostgres, RabbitServer
 
 DESIGNS = ("txbroker", "naive")
 PAY_PATHS = {"txbroker": "/api/payments/", "naive": "/api/naive/payments/"}
@@ -60,6 +60,7 @@ class RunOptions:
     run_dir: Path = Path(".")
     postgres_dir: Path | None = None  # the run's own PostgreSQL cluster (pg-crash)
     postgres_port: int = 0
+    rabbitmq_dir: Path | None = None  # the run's own RabbitMQ node (--broker amqp)
 
 
 def settle_bound(plan: FaultPlan | None = None) -> float:
@@ -142,6 +143,7 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
         plan=plan,
         rng=random.Random(options.seed),
         postgres=postgres,
+        rabbitmq=RabbitServer.attach(options.rabbitmq_dir) if options.rabbitmq_dir else None,
     )
     report: dict[str, Any] = {}
     try:
@@ -205,6 +207,10 @@ def run_design(design: str, options: RunOptions, say: Callable[[str], None]) -> 
     report["pg_crash"] = injected["pg_crash"]
     if design == "txbroker":
         report["pg_crash"]["deliveries_resumed_after_seconds"] = _work_resumed(injector.crashes)
+    report["rabbitmq_restart"] = {
+        "count": len(injector.rabbitmq_restarts),
+        "down_seconds": [round(up - down, 1) for down, up in injector.rabbitmq_restarts],
+    }
     report["skew"] = {
         "seconds": plan.skew_seconds if cluster.clock_offsets else 0,
         "processes": sorted(cluster.clock_offsets),
@@ -315,13 +321,14 @@ def _open_work(design: str, options: RunOptions) -> dict[str, int]:
             "unfinished_refunds": refunds,
             "attempts": attempts,
         }
-    import redis
+    from kombu import Connection
 
-    client = redis.Redis.from_url(options.redis_url, socket_timeout=5)
-    try:
-        queued = int(client.llen("celery"))
-    finally:
-        client.close()
+    # The Celery queue's ready messages, on either broker (a passive declare).
+    with Connection(options.redis_url, connect_timeout=5) as conn:
+        try:
+            queued = int(conn.default_channel.queue_declare(queue="celery", passive=True).message_count)
+        except conn.channel_errors:  # never declared: nothing was ever queued
+            queued = 0
     # The naive design has no record of what is left: the queue, and effects still moving.
     effects = (
         PointsRecord.objects.count()

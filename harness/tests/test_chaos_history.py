@@ -7,6 +7,8 @@ from __future__ import annotations
 import calendar
 import time
 
+import pytest
+
 from harness.chaos.cluster import Death
 from harness.chaos.faults import FAULT_KINDS, FaultPlan, parse_fault_kinds
 from harness.chaos.history import ProcessHistory, death_counts, read_logs
@@ -72,8 +74,14 @@ def test_a_producer_is_excused_only_by_a_death_or_freeze_between_its_half_messag
 
 
 def test_fault_kinds_and_the_fault_points_they_add():
-    assert parse_fault_kinds("all") == frozenset(FAULT_KINDS)
+    assert parse_fault_kinds("all") == frozenset(FAULT_KINDS) - {"rabbitmq-restart"}
+    assert parse_fault_kinds("all", "amqp") == frozenset(FAULT_KINDS) - {"redis-wipe"}
     assert parse_fault_kinds("freeze, pg-crash") == {"freeze", "pg-crash"}
+    assert parse_fault_kinds("kill,rabbitmq-restart", "amqp") == {"kill", "rabbitmq-restart"}
+    with pytest.raises(ValueError, match="'rabbitmq-restart' needs --broker amqp"):
+        parse_fault_kinds("kill,rabbitmq-restart")
+    with pytest.raises(ValueError, match="'redis-wipe' needs --broker redis"):
+        parse_fault_kinds("redis-wipe", "amqp")
     plan = FaultPlan(
         kinds=parse_fault_kinds("poison,slow-check,skew"), poison_share=0.01, slow_check_share=0.1
     )

@@ -116,7 +116,11 @@ class MessageActions:
             else:
                 level = messages.SUCCESS if n else messages.WARNING
                 scope = f"to {group}" if group else "to all consumer groups"
-                self.message_user(request, f"Replayed {n} {'delivery' if n == 1 else 'deliveries'} of {message.pk} {scope}.", level)
+                self.message_user(
+                    request,
+                    f"Replayed {n} {'delivery' if n == 1 else 'deliveries'} of {message.pk} {scope}.",
+                    level,
+                )
             return self._done(message.pk)
         return self._confirm(
             request,
@@ -226,7 +230,11 @@ class MessageActions:
                     )
                 except (InvalidTransition, MessageNotFound):
                     refused.append(msg_id)
-            self.message_user(request, f"Replayed {replayed} {'delivery' if replayed == 1 else 'deliveries'}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Replayed {replayed} {'delivery' if replayed == 1 else 'deliveries'}.",
+                messages.SUCCESS,
+            )
             if refused:
                 self.message_user(
                     request,

@@ -151,8 +151,53 @@ def start_beat(log_dir: Path, **env: str) -> Proc:
     return Proc("beat", argv, child_env(**env), log_dir, cwd=project_dir())
 
 
+def broker_is_redis() -> bool:
+    return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+
+
+def queue_name() -> str:
+    """The Celery queue tasks go to (``CELERY_QUEUE``; a test run's own on RabbitMQ)."""
+    return getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+
+
+def _on_queue(action: Callable[[Any, str], int]) -> int:
+    from kombu import Connection
+
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=5) as conn:
+        try:
+            return action(conn.default_channel, queue_name())
+        except conn.channel_errors:  # no such queue: nothing was ever published to it
+            return 0
+
+
+def queued_tasks() -> int:
+    """Tasks waiting in the Celery queue (not those a worker holds), on any broker: a
+    passive declare answers the queue's ready message count."""
+    return _on_queue(lambda channel, name: channel.queue_declare(queue=name, passive=True).message_count)
+
+
+def purge_queue() -> int:
+    """Drop every task waiting in the Celery queue; the number dropped."""
+    return _on_queue(lambda channel, name: channel.queue_purge(name) or 0)
+
+
+def lose_queued_tasks() -> None:
+    """Every queued task gone, as after a broker restart that kept nothing: the Redis
+    database emptied (the wake-up mark with it), or the RabbitMQ queue purged."""
+    if broker_is_redis():
+        client = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.flushdb()
+        client.close()
+    else:
+        purge_queue()
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis_lib.Redis]:
+    """A client of the Redis broker; tests that need one (they wipe Redis, read its keys)
+    are skipped on any other broker."""
+    if not broker_is_redis():
+        pytest.skip("needs a Redis broker (CELERY_BROKER_URL=redis://...)")
     client = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
     yield client
     client.close()
@@ -187,8 +232,10 @@ def broker_env(broker_setting) -> dict[str, str]:
 
 
 @pytest.fixture
-def clean_queue(redis_client) -> None:
-    redis_client.flushdb()
+def clean_queue() -> None:
+    """No task left over from an earlier test: the Redis database emptied (the wake-up
+    mark with it), or the RabbitMQ queue purged."""
+    lose_queued_tasks()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ same against the naive design and reports side by side.
 
 The run never touches the developer's data: it creates its own PostgreSQL database
 (``--database-url``, whose name must contain "chaos"; dropped afterwards unless ``--keep``)
-and starts its own Redis server (so FLUSHALL wipes nothing else). With the ``pg-crash``
+and starts its own Redis server (so FLUSHALL wipes nothing else), or with ``--broker amqp``
+its own RabbitMQ node (so the ``rabbitmq-restart`` fault restarts nobody else's). With the ``pg-crash``
 fault the databases live on a PostgreSQL cluster of the run's own (``initdb`` on a free
 port, removed afterwards unless ``--keep``): crashing it harms nobody. Each design runs in
 a child process of this command whose settings point at that database.
@@ -25,11 +26,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from harness.chaos.faults import FAULT_KINDS, FaultPlan, parse_fault_kinds
+from harness.chaos.faults import BROKERS, FAULT_KINDS, FaultPlan, parse_fault_kinds
 from harness.chaos.report import combined, false_rollback_lines, table, write_json
 from harness.chaos.runner import DEFAULT_FAULT_POINTS, DESIGNS, FAST_RECONCILE_ENV, RunOptions, run_design
 from harness.procs import ROOT, service_env
-from harness.services import PrivatePostgres, RedisServer, database_drop, database_recreate
+from harness.services import PrivatePostgres, RabbitServer, RedisServer, database_drop, database_recreate
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/txbroker_chaos"
 CHAOS_DATABASE_REFUSED = "the chaos run drops its database: its name must contain 'chaos', not {name!r}"
@@ -50,6 +51,8 @@ CHILD_OPTIONS = (
     "fault_points",
     "kill_every",
     "redis_every",
+    "broker",
+    "rabbitmq_every",
     "pg_every",
     "freeze_every",
     "freeze_scale",
@@ -92,6 +95,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between SIGKILLs")
         parser.add_argument("--redis-every", type=float, default=15.0, help="seconds between Redis wipes")
+        parser.add_argument(
+            "--broker",
+            choices=BROKERS,
+            default="redis",
+            help="the run's own broker: a private redis-server (default) or a private RabbitMQ node",
+        )
+        parser.add_argument(
+            "--rabbitmq-every", type=float, default=30.0, help="seconds between RabbitMQ restarts"
+        )
         parser.add_argument(
             "--pg-every", type=float, default=10.0, help="seconds between pg_terminate_backend"
         )
@@ -139,6 +151,7 @@ class Command(BaseCommand):
         parser.add_argument("--inner-report", help="internal")
         parser.add_argument("--inner-postgres-dir", help="internal")
         parser.add_argument("--inner-postgres-port", type=int, default=0, help="internal")
+        parser.add_argument("--inner-rabbitmq-dir", help="internal")
 
     def handle(self, *args, **options) -> None:
         if options["inner_design"]:
@@ -147,7 +160,7 @@ class Command(BaseCommand):
         if options["payments"] < 1 or options["concurrency"] < 1:
             raise CommandError("--payments and --concurrency must be at least 1")
         try:
-            kinds = parse_fault_kinds(options["faults"])
+            kinds = parse_fault_kinds(options["faults"], options["broker"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         options["faults"] = ",".join(k for k in FAULT_KINDS if k in kinds)
@@ -162,8 +175,13 @@ class Command(BaseCommand):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.stdout.write(f"chaos run in {run_dir} (seed {options['seed']})")
 
-        redis_server = None if options["redis_url"] else RedisServer(run_dir)
-        redis_url = options["redis_url"] or redis_server.url
+        rabbitmq = RabbitServer.create(run_dir / "rabbitmq") if options["broker"] == "amqp" else None
+        if rabbitmq is not None:
+            self.stdout.write(f"RabbitMQ of the run's own: port {rabbitmq.port}, {rabbitmq.base_dir}")
+        redis_server = None if options["redis_url"] or rabbitmq else RedisServer(run_dir)
+        # The run's broker URL (--redis-url names it whichever broker it is).
+        redis_url = rabbitmq.url if rabbitmq else options["redis_url"] or redis_server.url
+        options["rabbitmq"] = rabbitmq
         postgres = None
         reports: dict[str, dict[str, Any]] = {}
         try:
@@ -180,6 +198,8 @@ class Command(BaseCommand):
         finally:
             if redis_server is not None:
                 redis_server.stop()
+            if rabbitmq is not None:
+                rabbitmq.stop()
             if postgres is not None:
                 if options["keep"]:
                     postgres.stop()
@@ -225,6 +245,8 @@ class Command(BaseCommand):
             from harness.services import redis_wipe
 
             redis_wipe(redis_url, whole_server=True)
+        if options["rabbitmq"] is not None:
+            self._purge(redis_url)
         report_path = run_dir / "report.json"
         argv = [
             sys.executable,
@@ -245,6 +267,8 @@ class Command(BaseCommand):
                 "--inner-postgres-port",
                 str(postgres.port),
             ]
+        if options["rabbitmq"] is not None:
+            argv += ["--inner-rabbitmq-dir", str(options["rabbitmq"].base_dir)]
         extra = dict(FAST_RECONCILE_ENV)
         if options["max_reconsume_times"]:
             extra["TXBROKER_MAX_RECONSUME_TIMES"] = str(options["max_reconsume_times"])
@@ -270,9 +294,10 @@ class Command(BaseCommand):
             seed=options["seed"],
             fault_points=options["fault_points"],
             plan=FaultPlan(
-                kinds=parse_fault_kinds(options["faults"]),
+                kinds=parse_fault_kinds(options["faults"], options["broker"]),
                 kill_every=options["kill_every"],
                 redis_every=options["redis_every"],
+                rabbitmq_every=options["rabbitmq_every"],
                 pg_every=options["pg_every"],
                 freeze_every=options["freeze_every"],
                 freeze_scale=options["freeze_scale"],
@@ -292,9 +317,21 @@ class Command(BaseCommand):
             run_dir=Path(options["run_dir"]),
             postgres_dir=Path(options["inner_postgres_dir"]) if options["inner_postgres_dir"] else None,
             postgres_port=options["inner_postgres_port"],
+            rabbitmq_dir=Path(options["inner_rabbitmq_dir"]) if options["inner_rabbitmq_dir"] else None,
         )
         report = run_design(options["inner_design"], run_options, lambda line: self.stdout.write(line))
         write_json(options["inner_report"], report)
+
+    @staticmethod
+    def _purge(broker_url: str) -> None:
+        """No wake-up left in the run's RabbitMQ from the design before."""
+        from kombu import Connection
+
+        with Connection(broker_url, connect_timeout=5) as conn:
+            try:
+                conn.default_channel.queue_purge("celery")
+            except conn.channel_errors:
+                pass  # never declared
 
     @staticmethod
     def _settings(options: dict) -> dict[str, Any]:

@@ -115,8 +115,16 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
-# As the project runs Celery: tasks are wake-ups acknowledged late, one at a time.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# As the project runs Celery: tasks are wake-ups acknowledged late, one at a time; on
+# RabbitMQ with publisher confirms, and the queue and control exchange named by CELERY_QUEUE
+# (a test run's own on a shared virtual host).
+if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_BROKER_HEARTBEAT = 30
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+CELERY_TASK_DEFAULT_QUEUE = CELERY_CONTROL_EXCHANGE = os.environ.get("CELERY_QUEUE", "celery")
+CELERY_EVENT_EXCHANGE = f"{CELERY_TASK_DEFAULT_QUEUE}ev"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
