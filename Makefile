@@ -11,15 +11,13 @@ DEMO_PASSWORD ?= admin-demo-password
 # The suite's services: the machine's PostgreSQL and Redis.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/txbroker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
-# The worker-starting tests again on RabbitMQ, in a queue (and control exchange) of their
-# own on the default virtual host: wake-ups, deliveries and retries through a worker,
-# check-back, workers and producers killed or stopped, the broker losing its queued tasks,
-# PostgreSQL cutting connections, ordered groups with two workers, and the payment flow.
+# The tests that start real workers (marked integration) and those of the broker itself
+# (marked broker: wake-ups) again on RabbitMQ, in a queue (and control exchange) of their
+# own on the default virtual host; the cache (throttle counters) on the suite's Redis, as a
+# RabbitMQ deployment sets REDIS_URL.
 TEST_AMQP_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 TEST_AMQP_QUEUE ?= txbroker-tests
-AMQP_TESTS ?= txbroker/tests/test_core_wakeup.py txbroker/tests/test_core_crash.py \
-	txbroker/tests/test_core_recovery.py txbroker/tests/test_core_ordered_workers.py \
-	payments/tests/test_flow.py
+AMQP_TESTS ?= txbroker payments orders points notifications config -m "integration or broker"
 
 .PHONY: run setup test test-amqp test-txbroker fuzz lint chaos chaos-amqp bench bench-db bench-peers bench-embedded bench-history bench-memory clean
 
@@ -66,7 +64,7 @@ test: $(VENV)/.dev lint
 # it or read its keys) are skipped there.
 test-amqp: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_AMQP_BROKER_URL) CELERY_QUEUE=$(TEST_AMQP_QUEUE) \
-		$(BIN)/python -m pytest $(AMQP_TESTS) $(AMQP_PYTEST_ARGS)
+		REDIS_URL=$(TEST_BROKER_URL) $(BIN)/python -m pytest $(AMQP_TESTS) $(AMQP_PYTEST_ARGS)
 
 # `make test-txbroker`: txbroker's own tests alone, on txbroker's test project
 # (txbroker/tests/project, txbroker/tests/standalone.ini): none of the application's apps or

@@ -25,6 +25,21 @@ def check_secret_key_set(app_configs=None, **kwargs) -> list[checks.CheckMessage
     return []
 
 
+PER_PROCESS_CACHE_WARNING = (
+    "The cache is a per-process memory cache (no REDIS_URL, and the Celery broker is not "
+    "Redis): each web process counts the API's throttles and login failures on its own, so "
+    "every limit is multiplied by the number of web processes. Set REDIS_URL."
+)
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_shared_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend.endswith("LocMemCache") and not settings.DEBUG:
+        return [checks.Warning(PER_PROCESS_CACHE_WARNING, id="config.W002")]
+    return []
+
+
 def simulation_refusals() -> list[str]:
     """Why the configured payment gateway or SMS backend may not run here: a simulation with
     DEBUG off and without its PAYMENTS_ALLOW_SIMULATED_GATEWAY / NOTIFICATIONS_ALLOW_CONSOLE_SMS."""

@@ -55,3 +55,20 @@ def test_redis_keeps_its_visibility_timeout_and_the_queue_name_comes_from_the_en
 def test_the_embedded_mode_keeps_its_queue_folders():
     conf = celery_conf()
     assert set(conf["broker_transport_options"]) >= {"data_folder_in", "data_folder_out", "control_folder"}
+
+
+def test_deploy_check_warns_when_the_cache_is_per_process(settings):
+    """With RabbitMQ and no REDIS_URL the throttle counters would live in each web process:
+    `check --deploy` says so; a shared cache (Redis) passes."""
+    from config.serving import check_shared_cache
+
+    settings.DEBUG = False
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert [m.id for m in check_shared_cache()] == ["config.W002"]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/15",
+        }
+    }
+    assert check_shared_cache() == []

@@ -14,7 +14,7 @@ from txbroker.models import Delivery
 from txbroker.tests.helpers import deliveries, send
 from txbroker.tests.processes import purge_queue, queued_tasks, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.broker]
 
 
 @pytest.fixture(params=["auto", "database"])
