@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 
 from txbroker.tests.processes import ROOT
-from txbroker.tests.test_browser import browser, chromium, site  # noqa: F401 (fixtures)
+from txbroker.tests.test_browser import admin_login, browser, chromium, site  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow]
 
@@ -99,11 +99,7 @@ def test_docs_admin_and_dashboard_work_under_the_content_security_policy(
 
         # The admin: log in, then a form whose widget is built by the admin's scripts.
         forget(seen)
-        page.goto(f"{site}/admin/login/?next=/admin/")
-        page.fill("#id_username", "csp-root")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#site-name")).to_be_visible()
+        admin_login(page, site, "csp-root", PASSWORD)
         root = get_user_model().objects.get(username="csp-root")
         page.goto(f"{site}/admin/auth/user/{root.pk}/change/")
         expect(page.locator("#id_user_permissions_from")).to_be_attached()  # SelectFilter2.js ran

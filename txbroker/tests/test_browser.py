@@ -45,6 +45,17 @@ OUTPUT = ROOT / "test-output"
 PASSWORD = "a-long-operator-password"
 
 
+def admin_login(page, site: str, username: str, password: str) -> None:
+    """Log ``username`` in through the admin's login form and wait for the admin's header."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{site}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """Debian's chromium, installed with apt when missing (CI starts from a clean machine)."""
@@ -119,11 +130,7 @@ def test_operator_finds_traces_replays_and_resumes_in_a_real_browser(
         page.set_default_timeout(20_000)
 
         # Log in.
-        page.goto(f"{site}/admin/login/?next=/admin/")
-        page.fill("#id_username", "ops")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#site-name")).to_be_visible()
+        admin_login(page, site, "ops", PASSWORD)
 
         # Find the message of order 1001 by its key, and open it.
         page.goto(f"{site}/admin/txbroker/message/")

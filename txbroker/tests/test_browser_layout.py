@@ -13,7 +13,7 @@ from django.db import connections
 
 from txbroker.tests import operator_data
 from txbroker.tests.processes import ROOT
-from txbroker.tests.test_browser import browser, chromium, site  # noqa: F401 (fixtures)
+from txbroker.tests.test_browser import admin_login, browser, chromium, site  # noqa: F401 (fixtures)
 
 plain_http = operator_data.plain_http
 world = operator_data.world
@@ -57,11 +57,7 @@ def test_lists_and_dashboard_fit_1280_px(world, site, browser, settings, worker,
         get_user_model().objects.create_superuser("layout", "layout@example.com", PASSWORD)
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(20_000)
-        page.goto(f"{site}/admin/login/?next=/admin/")
-        page.fill("#id_username", "layout")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#site-name")).to_be_visible()
+        admin_login(page, site, "layout", PASSWORD)
         OUTPUT.mkdir(exist_ok=True)
 
         # The message list, the navigation sidebar open (Django's default).
