@@ -104,6 +104,17 @@ def read_dumps(directory: str | os.PathLike) -> dict[str, int]:
     return dict(total)
 
 
+def _start_dumping(directory: str) -> None:
+    """Write this process's counts every 0.2 s, from a daemon thread."""
+
+    def dump_forever() -> None:
+        while True:
+            time.sleep(0.2)
+            dump(directory, force=True)
+
+    threading.Thread(target=dump_forever, name="bench-counts", daemon=True).start()
+
+
 def install_in_worker() -> None:
     """Called by the harness app in Celery worker processes started by the bench: each pool
     process writes its counts every 0.2 s from a thread (no cost on the task path)."""
@@ -114,14 +125,9 @@ def install_in_worker() -> None:
 
     install()
 
-    def dump_forever() -> None:
-        while True:
-            time.sleep(0.2)
-            dump(directory, force=True)
-
     def on_process_init(**kwargs):
         reset()
-        threading.Thread(target=dump_forever, name="bench-counts", daemon=True).start()
+        _start_dumping(directory)
 
     def on_shutdown(**kwargs):
         dump(directory, force=True)
@@ -140,11 +146,5 @@ def install_in_process() -> None:
     if not directory:
         return
     install()
-
-    def dump_forever() -> None:
-        while True:
-            time.sleep(0.2)
-            dump(directory, force=True)
-
-    threading.Thread(target=dump_forever, name="bench-counts", daemon=True).start()
+    _start_dumping(directory)
     atexit.register(lambda: dump(directory, force=True))

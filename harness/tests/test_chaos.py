@@ -8,26 +8,17 @@ applied once, after its payment in every consumer group, and the points net to z
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from harness.procs import ROOT
+from harness.tests.chaos_run import run_chaos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(tmp_path):
-    report_path = tmp_path / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TXBROKER_"))}
-    env.update({"DJANGO_DEBUG": "1", "DJANGO_EXTRA_APPS": "harness"})
-    argv = [
-        sys.executable,
-        "manage.py",
-        "chaos",
+    # Not the developer's chaos database: a run of `make chaos` may be going on (with
+    # pg-crash it lives on a PostgreSQL cluster of the run's own anyway).
+    options = [
         "--payments=80",
         "--concurrency=8",
         "--baseline",
@@ -49,17 +40,9 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
         "handler_after_commit=0.05,handler_first_attempt_error=0.3",
         "--seed=5",
         "--refund-share=0.3",
-        f"--json={report_path}",
-        f"--run-dir={tmp_path}",
-        # Not the developer's chaos database: a run of `make chaos` may be going on (with
-        # pg-crash it lives on a PostgreSQL cluster of the run's own anyway).
-        "--database-url=postgres://postgres@127.0.0.1:5432/txbroker_chaos_test",
     ]
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout[-6000:] + result.stderr[-4000:]
-    assert report_path.exists(), output
-
-    report = json.loads(report_path.read_text())
+    run = run_chaos(tmp_path, "txbroker_chaos_test", options, drop_env=("DJANGO_", "TXBROKER_"))
+    report, output = run.report, run.output
     txbroker, naive = report["designs"]["txbroker"], report["designs"]["naive"]
     counts = {k: report[k] for k in ("lost", "doubled", "stuck", "false_rollbacks")}
     assert all(isinstance(v, int) for v in counts.values())
@@ -68,7 +51,7 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
         txbroker["examples"],
         txbroker.get("false_rollback_examples"),
     )
-    assert result.returncode == 0, output
+    assert run.returncode == 0, output
     assert txbroker["payments"]["attempted"] == 80
     assert txbroker["payments"]["succeeded"] > 40
     assert txbroker["payments"]["declined"] > 0
@@ -108,4 +91,4 @@ def test_a_small_chaos_run_under_every_fault_loses_doubles_and_strands_nothing(t
     assert poison["deliveries_dead"] == 3 * (poison["payments"] + refunds["poison"]), (poison, refunds)
     # The contrast: the same faults lose effects of the naive design.
     assert naive["lost"] > 0
-    assert "txbroker: 0 lost, 0 doubled, 0 stuck, 0 false rollbacks" in result.stdout
+    assert "txbroker: 0 lost, 0 doubled, 0 stuck, 0 false rollbacks" in run.stdout
