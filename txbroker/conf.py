@@ -90,6 +90,12 @@ def _bool(value: Any) -> bool:
     raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
 
 
+def _names(value: Any) -> frozenset[str]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return frozenset(str(v).strip() for v in value if str(v).strip())
+    return frozenset(part for part in str(value or "").replace(",", " ").split())
+
+
 WAKEUP_MARKS = ("auto", "redis", "database", "none")
 
 
@@ -139,6 +145,24 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_HANDLER_TIMEOUT": Setting(20.0, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
+    # --- consumer groups subscribed over gRPC (RocketMQ 5 clients; txbroker.remote_groups) ---
+    # Seconds a process reuses the remote subscriptions it read: a commit costs no query for
+    # them within that time. A group subscribed less than that ago may miss messages
+    # committed meanwhile by other processes (RocketMQ: a new group starts at the latest offset).
+    "TXBROKER_GRPC_SUBSCRIPTION_REFRESH": Setting(2.0, _non_negative_float),
+    # Attempts (the first included) before a remote group's delivery is DEAD, and the delays
+    # the push consumers are told to wait after a failure (the backoff policy they are sent).
+    "TXBROKER_GRPC_MAX_ATTEMPTS": Setting(17, _positive_int),
+    "TXBROKER_GRPC_BACKOFF": Setting(RETRY_DELAYS_DEFAULT, parse_durations),
+    # Remote consumer groups that are FIFO (RocketMQ keeps this in the group's configuration,
+    # not in the client): names separated by commas or spaces.
+    "TXBROKER_GRPC_FIFO_GROUPS": Setting("", _names),
+    # Bounds of ReceiveMessage: the longest invisible duration (claim), the longest long
+    # polling, seconds between two polls of the database while waiting, messages per call.
+    "TXBROKER_GRPC_MAX_INVISIBLE": Setting(43200.0, _non_negative_float),
+    "TXBROKER_GRPC_MAX_LONG_POLLING": Setting(20.0, _non_negative_float),
+    "TXBROKER_GRPC_POLL_INTERVAL": Setting(0.2, _non_negative_float),
+    "TXBROKER_GRPC_MAX_BATCH": Setting(32, _positive_int),
     # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the
     # portable ORM path, for comparison or for a PostgreSQL look-alike that lacks them.
     "TXBROKER_FASTPATH": Setting(True, _bool),
