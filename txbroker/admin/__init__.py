@@ -13,4 +13,9 @@ and bulk actions; ``group_actions``: recall, skip and the blocked message groups
 """
 
 # Django imports txbroker.admin (autodiscovery): these modules register the ModelAdmins.
-from txbroker.admin import dashboard, deliveries, messages  # noqa: F401
+from txbroker.admin import (  # noqa: F401
+    dashboard,
+    deliveries,
+    messages,
+    remote,
+)

@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
-from txbroker import delivery
+from txbroker import delivery, operations, selectors
 from txbroker.exceptions import ConfigurationError
 from txbroker.models import DeadLetter, Delivery, RemoteSubscription, TraceEvent
 from txbroker.remote_deliveries import (
@@ -178,3 +179,28 @@ def test_a_bad_subscription_is_refused_and_writes_nothing(broker_env):
     with pytest.raises(ConfigurationError):
         subscription_record(group="bad group", topic=TOPIC, expression="*", client="c1")
     assert not RemoteSubscription.objects.exists()
+
+
+def test_a_replayed_remote_dead_letter_goes_back_to_grpc_not_to_celery(remote):
+    msg_id = send("r-replay", tag="pay").msg_id
+    (got,) = receive()
+    assert remote_forward_dead(group=GROUP, handle=got.receipt_handle, client="c1")
+    assert operations.replay(msg_id, group=GROUP) == 1
+    delivery.deliver_due(budget_seconds=5)
+    assert deliveries(msg_id)[GROUP] == "PENDING"
+    (again,) = receive()
+    assert (again.msg_id, again.attempt) == (msg_id, 2)
+
+
+def test_remote_groups_are_in_the_stats_and_the_admin(remote, admin_client):
+    msg_id = send("r-visible", tag="pay").msg_id
+    assert selectors.stats()["deliveries"][GROUP]["PENDING"] == 1
+    assert GROUP in selectors.consumer_groups()
+    page = admin_client.get(reverse("admin:txbroker_remotesubscription_changelist"), secure=True)
+    assert page.status_code == 200 and GROUP.encode() in page.content
+    (got,) = receive()
+    remote_forward_dead(group=GROUP, handle=got.receipt_handle, client="c1")
+    dead = admin_client.get(
+        reverse("admin:txbroker_deadletter_changelist") + f"?consumer_group={GROUP}", secure=True
+    )
+    assert dead.status_code == 200 and msg_id[:8].encode() in dead.content
