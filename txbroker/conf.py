@@ -113,6 +113,32 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def parse_credentials(value: Any) -> dict[str, str]:
+    """``"ak:secret,ak2:secret2"`` (or a dict) -> {access key: secret}."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for part in str(value or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, secret = part.strip().partition(":")
+            if not sep or not key or not secret:
+                raise ValueError(f"entry {part.strip()[:20]!r}... is not access_key:secret")
+            pairs.append((key, secret))
+    return dict(pairs)
+
+
+def _address(value: Any) -> str:
+    """``host:port`` or ''."""
+    text = str(value or "").strip()
+    if text:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port")
+    return text
+
+
 SETTINGS: dict[str, Setting] = {
     # Alias of the database holding txbroker's tables.
     "TXBROKER_DATABASE": Setting("default", str),
@@ -185,6 +211,22 @@ SETTINGS: dict[str, Setting] = {
     # Celery workers to say what they run (one broadcast per refresh).
     "TXBROKER_DASHBOARD_REFRESH": Setting(5.0, _non_negative_float),
     "TXBROKER_DASHBOARD_INSPECT_TIMEOUT": Setting(0.5, _non_negative_float),
+    # The RocketMQ 5 gRPC endpoint (manage.py txbroker_grpc, txbroker.grpcapi).
+    # access_key:secret pairs, comma-separated: every request must carry a signature made with
+    # one of them. None: the endpoint binds loopback addresses only.
+    "TXBROKER_GRPC_CREDENTIALS": Setting("", parse_credentials),
+    # Seconds a request's signed x-mq-date-time may differ from this host's clock (0: not
+    # checked). The client's clock against the server's: host clocks, by necessity.
+    "TXBROKER_GRPC_MAX_CLOCK_SKEW": Setting(300.0, _non_negative_float),
+    # host:port the routes send clients to ('' : the address the client reached, else the bind).
+    "TXBROKER_GRPC_ADVERTISED_ADDRESS": Setting("", _address),
+    # Threads serving RPCs, and the most RPCs at once (each live client's telemetry stream
+    # holds one for its life; beyond it a call fails with RESOURCE_EXHAUSTED).
+    "TXBROKER_GRPC_WORKERS": Setting(64, _positive_int),
+    # A client whose last heartbeat (or telemetry) is older than this is not live.
+    "TXBROKER_GRPC_CLIENT_TIMEOUT": Setting(30.0, _non_negative_float),
+    # The largest message body accepted over gRPC (bytes).
+    "TXBROKER_GRPC_MAX_BODY_SIZE": Setting(4 * 1024 * 1024, _positive_int),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }

@@ -41,7 +41,8 @@ class Message(models.Model):
         ROLLED_BACK = "ROLLED_BACK", "rolled back"
         DISCARDED = "DISCARDED", "discarded (checks exhausted)"
 
-    msg_id = models.CharField(max_length=32, primary_key=True, default=new_msg_id, editable=False)
+    # 64: the ids RocketMQ clients give their messages (34 hex digits) fit, as txbroker's (32).
+    msg_id = models.CharField(max_length=64, primary_key=True, default=new_msg_id, editable=False)
     topic = models.CharField(max_length=255)
     tag = models.CharField(max_length=255, blank=True, default="")
     # Business keys, as given; ``MessageKey`` rows index them for lookup.
@@ -366,3 +367,7 @@ class Dashboard(Message):
         proxy = True
         verbose_name = "dashboard"
         verbose_name_plural = "dashboard"
+
+
+# The gRPC clients (txbroker.grpcapi), defined beside the code that serves them.
+from txbroker.grpcapi.models import GrpcClient  # noqa: E402, F401

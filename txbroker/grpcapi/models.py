@@ -1,0 +1,55 @@
+"""The gRPC clients txbroker knows: one row per client and group (a producer is a member of
+the producer group of each topic it publishes, as in RocketMQ 5's proxy; a consumer of its
+consumer group). Imported by txbroker.models: part of txbroker's tables."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class GrpcClientQuerySet(models.QuerySet):
+    def live(self, timeout: float) -> GrpcClientQuerySet:
+        """Clients heard from within ``timeout`` seconds, by the database's clock."""
+        from txbroker import dbtime
+
+        return self.filter(last_heartbeat_at__gte=dbtime.before(timeout))
+
+
+class GrpcClient(models.Model):
+    class Kind(models.TextChoices):
+        PRODUCER = "PRODUCER", "producer"
+        SIMPLE_CONSUMER = "SIMPLE_CONSUMER", "simple consumer"
+        PUSH_CONSUMER = "PUSH_CONSUMER", "push consumer"
+
+    client_id = models.CharField(max_length=255)
+    # The producer group (a topic's name) or the consumer group.
+    group = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The client's address as the server saw it, and what it says it is (language, version).
+    address = models.CharField(max_length=255, blank=True, default="")
+    agent = models.CharField(max_length=255, blank=True, default="")
+    # The txbroker_grpc process (host:pid) holding the client's telemetry stream ('' : none):
+    # only that process can send it commands (check-back).
+    stream_process = models.CharField(max_length=255, blank=True, default="")
+    first_seen_at = models.DateTimeField(db_default=Now())
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
+
+    objects = GrpcClientQuerySet.as_manager()
+
+    class Meta:
+        app_label = "txbroker"
+        verbose_name = "gRPC client"
+        ordering = ["group", "client_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["client_id", "group"], name="txb_grpc_client_group"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["PRODUCER", "SIMPLE_CONSUMER", "PUSH_CONSUMER"]),
+                name="txb_grpc_client_kind_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["group", "last_heartbeat_at"], name="txb_grpc_group_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} ({self.kind.lower()} of {self.group})"
