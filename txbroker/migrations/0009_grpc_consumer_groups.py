@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('txbroker', '0008_wakeup_mark'),
+        ('txbroker', '0009_grpc_clients'),
     ]
 
     operations = [
