@@ -189,6 +189,9 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_GRPC_MAX_LONG_POLLING": Setting(20.0, _non_negative_float),
     "TXBROKER_GRPC_POLL_INTERVAL": Setting(0.2, _non_negative_float),
     "TXBROKER_GRPC_MAX_BATCH": Setting(32, _positive_int),
+    # The invisible duration of what a push consumer receives (it asks for none): its
+    # listener has that long to answer before the message counts as failed and comes back.
+    "TXBROKER_GRPC_PUSH_INVISIBLE": Setting(60.0, _non_negative_float),
     # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the
     # portable ORM path, for comparison or for a PostgreSQL look-alike that lacks them.
     "TXBROKER_FASTPATH": Setting(True, _bool),

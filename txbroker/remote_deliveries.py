@@ -252,14 +252,16 @@ def remote_forward_dead(*, group: str, handle: str, client: str, address: str = 
         "WHERE id = %s AND claim_token = %s AND status = 'RUNNING' AND remote AND consumer_group = %s "
         "RETURNING message_id, consumer_group, attempts), "
         + _trace_cte(
-            Event.DEAD,
-            "'attempt ' || attempts || ': ' || %s || ' (' || %s || ')'",
+            Event.DELIVERY_ATTEMPT,
+            "'attempt ' || attempts || ': FAILED: ' || %s || ' (' || %s || ')'",
             outcome=TraceEvent.Outcome.FAILED,
         )
+        + f", dead AS (INSERT INTO {TRACE} (message_id, at, event, consumer_group, detail, actor, outcome) "
+        f"SELECT message_id, {SQL_NOW}, '{Event.DEAD.value}', consumer_group, %s, %s, '' FROM moved)"
         + " SELECT count(*) FROM moved"
     )
     with _cursor() as cursor:
-        cursor.execute(sql, [error, *held, group, error, actor, actor])
+        cursor.execute(sql, [error, *held, group, error, actor, actor, error, actor])
         return cursor.fetchone()[0] == 1
 
 
@@ -303,21 +305,28 @@ def _max_attempts(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
 def _expire(
     cursor, pk: int, msg_id: str, group: str, attempts: int, token: str, most: int, dead: bool
 ) -> int:
-    """One expired delivery (locked by the caller's transaction): RETRY due now | DEAD."""
+    """One expired delivery (locked by the caller's transaction): RETRY due now | DEAD, with
+    its failed attempt's trace row (what the dashboard counts) and DEAD's."""
     what = f"attempt {attempts}: FAILED: not acknowledged within its invisible duration"
+    failed = TraceEvent.Outcome.FAILED.value
     if dead:
-        detail = f"{what}; DEAD after {attempts} attempts (max attempts {most})"
-        event, status = Event.DEAD, Status.DEAD
+        status = Status.DEAD
+        rows = [
+            (Event.DELIVERY_ATTEMPT.value, what, failed),
+            (Event.DEAD.value, f"{attempts} attempts failed (max attempts {most}); last: {what}", ""),
+        ]
     else:
-        detail = f"{what}; due again now (attempt {attempts + 1} of at most {most})"
-        event, status = Event.RECLAIMED, Status.RETRY
+        status = Status.RETRY
+        rows = [(Event.DELIVERY_ATTEMPT.value, f"{what}; due again now (at most {most} attempts)", failed)]
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
     cursor.execute(
         f"WITH moved AS (UPDATE {DLV} SET status = %s, claim_token = '', claimed_until = NULL, "
         f"next_attempt_at = {SQL_NOW}, last_error = %s, updated_at = {SQL_NOW} "
         "WHERE id = %s AND claim_token = %s AND status = 'RUNNING' RETURNING message_id, consumer_group), "
         f"t AS (INSERT INTO {TRACE} (message_id, at, event, consumer_group, detail, actor, outcome) "
-        f"SELECT message_id, {SQL_NOW}, %s, consumer_group, %s, '', %s FROM moved) SELECT count(*) FROM moved",
-        [status.value, what, pk, token, event.value, detail, TraceEvent.Outcome.FAILED.value],
+        f"SELECT message_id, {SQL_NOW}, v.event, consumer_group, v.detail, '', v.outcome "
+        f"FROM moved CROSS JOIN (VALUES {values}) AS v(event, detail, outcome)) SELECT count(*) FROM moved",
+        [status.value, what, pk, token, *[value for row in rows for value in row]],
     )
     done = cursor.fetchone()[0]
     if done and dead:

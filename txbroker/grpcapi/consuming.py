@@ -54,9 +54,6 @@ from txbroker.remote_deliveries import (
 )
 from txbroker.remote_groups import subscription_for, subscription_record
 
-# What a push consumer (auto_renew, no invisible duration of its own) is given: RocketMQ's
-# proxy default. Its listener's failure shortens it to the backoff delay.
-PUSH_INVISIBLE_SECONDS = 60.0
 # Seconds kept from the call's deadline to write the answer before it passes.
 DEADLINE_MARGIN = 1.0
 
@@ -207,7 +204,7 @@ class ConsumerRPCs:
         if request.HasField("invisible_duration"):
             invisible = _seconds(request.invisible_duration)
         elif request.auto_renew:
-            invisible = PUSH_INVISIBLE_SECONDS
+            invisible = txsettings.GRPC_PUSH_INVISIBLE
         else:
             raise RpcError(Code.ILLEGAL_INVISIBLE_TIME, "the invisible duration is required")
         if not 0 < invisible <= txsettings.GRPC_MAX_INVISIBLE:

@@ -109,7 +109,8 @@ def test_expired_invisibility_is_a_failed_attempt_and_a_stale_handle_changes_not
     assert not remote_forward_dead(group=GROUP, handle=first.receipt_handle, client="late")
     assert Delivery.objects.get(pk=first.delivery_id).status == "RUNNING"
     assert remote_ack(group=GROUP, handle=second.receipt_handle, client="c1")
-    assert "RECLAIMED" in TraceEvent.objects.filter(message_id=msg_id).values_list("event", flat=True)
+    failed = TraceEvent.objects.filter(message_id=msg_id, consumer_group=GROUP, outcome="FAILED")
+    assert [(t.event, t.detail.split(":")[0]) for t in failed] == [("DELIVERY_ATTEMPT", "attempt 1")]
 
 
 def test_dead_after_max_attempts_is_a_dead_letter(broker_env):
@@ -204,3 +205,11 @@ def test_remote_groups_are_in_the_stats_and_the_admin(remote, admin_client):
         reverse("admin:txbroker_deadletter_changelist") + f"?consumer_group={GROUP}", secure=True
     )
     assert dead.status_code == 200 and msg_id[:8].encode() in dead.content
+
+
+def test_the_sweep_takes_back_an_expired_remote_claim(remote):
+    msg_id = send("r-sweep", tag="pay").msg_id
+    (got,) = receive()
+    expire(got.delivery_id)
+    assert delivery.sweep().reclaimed == 1
+    assert deliveries(msg_id)[GROUP] == "RETRY"
