@@ -17,9 +17,11 @@ from rocketmq import (
     Credentials,
     FilterExpression,
     MessageListener,
+    Producer,
     PushConsumer,
     SimpleConsumer,
 )
+from rocketmq import Message as RocketMessage
 
 from txbroker.models import DeadLetter, Delivery, RemoteSubscription, TraceEvent
 from txbroker.remote_groups import forget_subscriptions
@@ -187,3 +189,24 @@ def test_a_fifo_push_consumer_gets_a_message_group_in_commit_order(server):
         sent = [send(f"g-fifo-{i}", tag="pay", message_group="order-9").msg_id for i in range(5)]
         wait_for(lambda: done(sent, "grpc_fifo_group"), timeout=40, what="the FIFO group consumed")
     assert [msg_id for msg_id, _ in listener.seen] == sent
+
+
+def test_a_grpc_producers_bytes_reach_a_grpc_consumer_unchanged(server):
+    bodies = [b"\x00\xffnot json", b'{"spaced": [1, 2]}', b'{"compact":true}']
+    with simple_consumer(server, "grpc_bytes_group") as consumer:
+        producer = Producer(config(server), (TOPIC,))
+        producer.startup()
+        try:
+            for i, body in enumerate(bodies):
+                message = RocketMessage()
+                message.topic, message.body, message.tag, message.keys = TOPIC, body, "pay", f"b-{i}"
+                message.add_property("n", str(i))
+                producer.send(message)
+        finally:
+            producer.shutdown()
+        got = {}
+        while len(got) < len(bodies):
+            message = receive_one(consumer)
+            got[int(message.properties["n"])] = message.body
+            consumer.ack(message)
+    assert [got[i] for i in range(len(bodies))] == bodies
