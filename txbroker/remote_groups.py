@@ -149,9 +149,3 @@ def subscription_record(
 
 def subscription_for(group: str, topic: str) -> Optional[RemoteSubscription]:
     return RemoteSubscription.objects.using(broker_db()).filter(consumer_group=group, topic=topic).first()
-
-
-def remote_groups() -> list[str]:
-    """Every remote consumer group's name (operators' lists)."""
-    rows = RemoteSubscription.objects.using(broker_db()).values_list("consumer_group", flat=True)
-    return sorted(set(rows))

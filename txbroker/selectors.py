@@ -20,7 +20,6 @@ from txbroker import dbtime
 from txbroker.db import broker_db
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 from txbroker.registry import registry
-from txbroker.remote_groups import remote_groups
 from txbroker.types import StoredMessage
 
 State = Message.State
@@ -256,10 +255,8 @@ def producer_groups() -> list[str]:
 
 
 def consumer_groups() -> list[str]:
-    """Consumer groups with deliveries, those registered in this process, and those
-    subscribed over gRPC (txbroker.remote_groups)."""
-    known = set(registry.consumer_groups()) | set(remote_groups())
-    return sorted(set(distinct_values(Delivery, "consumer_group")) | known)
+    """Consumer groups with deliveries, and those registered in this process."""
+    return sorted(set(distinct_values(Delivery, "consumer_group")) | set(registry.consumer_groups()))
 
 
 # --- counting a large table cheaply ---------------------------------------------------------
@@ -331,7 +328,7 @@ def stats(*, now: Optional[datetime] = None) -> dict[str, Any]:
         .values_list("consumer_group", "oldest")
     )
     deliveries = {}
-    for group in sorted(set(groups) | set(registry.consumer_groups()) | set(remote_groups())):
+    for group in sorted(set(groups) | set(registry.consumer_groups())):
         counts = {status: groups[group].get(status, 0) for status in STAT_STATUSES}
         counts["lag"] = sum(counts[s] for s in OPEN_STATUSES)
         age = (now - oldest[group]).total_seconds() if group in oldest else 0.0
