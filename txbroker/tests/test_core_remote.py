@@ -165,13 +165,23 @@ def test_a_group_that_is_not_fifo_receives_ordered_messages_at_once(remote):
     assert {got.msg_id for got in receive()} == sent
 
 
-def test_commits_read_no_subscription_once_cached(remote, broker_setting):
+def test_a_remote_group_adds_no_statement_to_a_commit(broker_env, broker_setting):
     broker_setting("TXBROKER_GRPC_SUBSCRIPTION_REFRESH", "60")
-    send("r-warm", tag="pay")
-    with CaptureQueriesContext(connection) as queries:
-        msg_id = send("r-cached", tag="pay").msg_id
-    assert not [q for q in queries.captured_queries if RemoteSubscription._meta.db_table in q["sql"]]
-    assert deliveries(msg_id)[GROUP] == "PENDING"
+
+    def statements(key: str) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            send(key, tag="pay")
+        return [q["sql"] for q in queries.captured_queries]
+
+    forget_subscriptions()
+    send("r-warm-1", tag="pay")  # the cache read (no subscription yet)
+    without = statements("r-without")
+    subscription_record(group=GROUP, topic=TOPIC, expression="*", client="c1")
+    send("r-warm-2", tag="pay")  # the one read after a new subscription
+    with_remote = statements("r-with")
+    assert len(with_remote) == len(without)
+    assert not [sql for sql in with_remote if RemoteSubscription._meta.db_table in sql]
+    assert Delivery.objects.get(message__keys=["r-with"], consumer_group=GROUP).remote
 
 
 def test_a_bad_subscription_is_refused_and_writes_nothing(broker_env):
