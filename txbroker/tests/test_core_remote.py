@@ -223,3 +223,10 @@ def test_the_sweep_takes_back_an_expired_remote_claim(remote):
     expire(got.delivery_id)
     assert delivery.sweep().reclaimed == 1
     assert deliveries(msg_id)[GROUP] == "RETRY"
+
+
+def test_a_delayed_message_is_received_only_once_due(remote):
+    msg_id = send("r-delay", tag="pay", delay=3600).msg_id
+    assert receive() == []
+    Delivery.objects.filter(message_id=msg_id, consumer_group=GROUP).update(next_attempt_at=Now())
+    assert [got.msg_id for got in receive()] == [msg_id]
