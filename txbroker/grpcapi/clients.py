@@ -13,7 +13,6 @@ from typing import Optional
 
 from django.db.models.functions import Now
 
-from txbroker.conf import txsettings
 from txbroker.db import broker_db
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import Caller
@@ -67,18 +66,6 @@ def forget(client_id: str) -> int:
     """The client said it terminates: its rows go."""
     deleted, _ = GrpcClient.objects.using(broker_db()).filter(client_id=client_id).delete()
     return deleted
-
-
-def live_producer_groups() -> set[str]:
-    """Producer groups with a live gRPC producer (any process's)."""
-    return set(
-        GrpcClient.objects.using(broker_db())
-        .live(txsettings.GRPC_CLIENT_TIMEOUT)
-        .filter(kind=GrpcClient.Kind.PRODUCER)
-        .exclude(stream_process="")
-        .values_list("group", flat=True)
-        .distinct()
-    )
 
 
 class Stream:

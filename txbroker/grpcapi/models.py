@@ -16,6 +16,12 @@ class GrpcClientQuerySet(models.QuerySet):
 
         return self.filter(last_heartbeat_at__gte=dbtime.before(timeout))
 
+    def streaming_producer_groups(self, timeout: float) -> set[str]:
+        """Producer groups with a live gRPC producer whose telemetry stream a txbroker_grpc
+        process holds: that process checks their HALF messages back."""
+        rows = self.live(timeout).filter(kind=GrpcClient.Kind.PRODUCER).exclude(stream_process="")
+        return set(rows.values_list("group", flat=True).distinct())
+
 
 class GrpcClient(models.Model):
     class Kind(models.TextChoices):
