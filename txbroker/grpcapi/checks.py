@@ -24,6 +24,7 @@ from django.db import close_old_connections
 
 from txbroker.conf import txsettings
 from txbroker.db import recover_connections
+from txbroker.grpcapi import clients
 from txbroker.grpcapi.clients import STREAMS
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import Caller, pb, spb
@@ -161,15 +162,20 @@ def check_once() -> int:
 
 
 class CheckLoop(threading.Thread):
-    """Runs :func:`check_once` about every second until ``stop`` is set."""
+    """Runs :func:`check_once` about every second until ``stop`` is set, and says every few
+    seconds which clients' streams this process still holds."""
 
     def __init__(self, stop: threading.Event) -> None:
         super().__init__(name="txbroker-grpc-checks", daemon=True)
         self.stop = stop
+        self.streams_said_at = 0.0
 
     def run(self) -> None:
         while not self.stop.wait(max(0.2, min(1.0, txsettings.CHECK_INTERVAL))):
             try:
+                if time.monotonic() - self.streams_said_at >= txsettings.GRPC_CLIENT_TIMEOUT / 3:
+                    clients.streams_held(STREAMS.client_ids())
+                    self.streams_said_at = time.monotonic()
                 check_once()
             except Exception:
                 logger.exception("gRPC check-back pass failed; the next one retries")

@@ -39,7 +39,8 @@ def seen(who: Caller, groups: Iterable[str], kind: str, *, streaming: Optional[b
     if streaming is not None:
         for row in rows:
             row.stream_process = PROCESS if streaming else ""
-        update.append("stream_process")
+            row.stream_seen_at = Now() if streaming else None
+        update += ["stream_process", "stream_seen_at"]
     for row in rows:
         row.last_heartbeat_at = Now()
     GrpcClient.objects.using(broker_db()).bulk_create(
@@ -58,7 +59,16 @@ def heartbeat(who: Caller) -> int:
 
 def stream_ended(client_id: str) -> None:
     GrpcClient.objects.using(broker_db()).filter(client_id=client_id, stream_process=PROCESS).update(
-        stream_process=""
+        stream_process="", stream_seen_at=None
+    )
+
+
+def streams_held(client_ids: Iterable[str]) -> int:
+    """This process still holds these clients' streams (now, by the database's clock)."""
+    return (
+        GrpcClient.objects.using(broker_db())
+        .filter(client_id__in=list(client_ids), stream_process=PROCESS)
+        .update(stream_seen_at=Now())
     )
 
 
@@ -124,6 +134,10 @@ class Streams:
                 return False
             stream.groups = stream.groups | {group}
             return True
+
+    def client_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._by_client)
 
     def held(self, client_id: str) -> bool:
         with self._lock:

@@ -10,6 +10,7 @@ import textwrap
 import threading
 
 import pytest
+from django.db.models.functions import Now
 from rocketmq import TransactionChecker, TransactionResolution
 
 from txbroker import checkback
@@ -130,15 +131,19 @@ def test_the_celery_check_pass_leaves_groups_a_grpc_server_streams_to_alone(brok
         OutgoingMessage(topic="grpc-remote", body={}, check_immunity_seconds=0), "grpc-remote", "test"
     )
     GrpcClient.objects.create(
-        client_id="c1", group="grpc-remote", kind="PRODUCER", stream_process="elsewhere:1"
+        client_id="c1",
+        group="grpc-remote",
+        kind="PRODUCER",
+        stream_process="elsewhere:1",
+        stream_seen_at=Now(),
     )
 
     checkback.check_pass(budget=5)
     assert not half.trace.filter(event=Event.CHECK_SKIPPED).exists()
 
-    # With no live producer anywhere, it is leased and skipped as any group without a
-    # checker: not a check.
-    GrpcClient.objects.update(stream_process="")
+    # With no live stream anywhere (the process holding it stopped saying so), it is leased
+    # and skipped as any group without a checker: not a check.
+    GrpcClient.objects.update(stream_seen_at=None)
     checkback.check_pass(budget=5)
     stored = Message.objects.get(pk=half.msg_id)
     assert stored.state == Message.State.HALF and stored.check_times == 0
