@@ -47,6 +47,12 @@ def message(topic: str, body: bytes, *, tag: str = "", key: str = "", **properti
 
 def test_a_normal_message_is_stored_committed_with_its_body_tag_keys_and_properties(grpc_server):
     with producer(grpc_server, "grpc-orders") as client:
+        # A live producer of its topic's group, its stream held by the server.
+        row = wait_for(
+            lambda: GrpcClient.objects.filter(group="grpc-orders").first(), what="the settings handshake"
+        )
+        assert row.kind == GrpcClient.Kind.PRODUCER and row.address.startswith("127.0.0.1:")
+        assert row.stream_process and row.agent.startswith("PYTHON")
         receipt = client.send(
             message("grpc-orders", b'{"order":7,"total":"9.50"}', tag="created", key="order-7", source="erp")
         )
@@ -62,6 +68,8 @@ def test_a_normal_message_is_stored_committed_with_its_body_tag_keys_and_propert
     assert stored.producer_group == "grpc-orders"
     committed = stored.trace.get(event=TraceEvent.Event.COMMITTED)
     assert "gRPC client" in committed.detail and "127.0.0.1" in committed.detail
+    # A client that shut down said so: it is gone.
+    assert not GrpcClient.objects.filter(client_id=row.client_id).exists()
 
 
 def test_fifo_messages_keep_their_message_group_and_commit_order(grpc_server):
