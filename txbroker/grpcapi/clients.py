@@ -13,7 +13,6 @@ from typing import Optional
 
 from django.db.models.functions import Now
 
-from txbroker.conf import txsettings
 from txbroker.db import broker_db
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import Caller
@@ -40,7 +39,8 @@ def seen(who: Caller, groups: Iterable[str], kind: str, *, streaming: Optional[b
     if streaming is not None:
         for row in rows:
             row.stream_process = PROCESS if streaming else ""
-        update.append("stream_process")
+            row.stream_seen_at = Now() if streaming else None
+        update += ["stream_process", "stream_seen_at"]
     for row in rows:
         row.last_heartbeat_at = Now()
     GrpcClient.objects.using(broker_db()).bulk_create(
@@ -59,7 +59,16 @@ def heartbeat(who: Caller) -> int:
 
 def stream_ended(client_id: str) -> None:
     GrpcClient.objects.using(broker_db()).filter(client_id=client_id, stream_process=PROCESS).update(
-        stream_process=""
+        stream_process="", stream_seen_at=None
+    )
+
+
+def streams_held(client_ids: Iterable[str]) -> int:
+    """This process still holds these clients' streams (now, by the database's clock)."""
+    return (
+        GrpcClient.objects.using(broker_db())
+        .filter(client_id__in=list(client_ids), stream_process=PROCESS)
+        .update(stream_seen_at=Now())
     )
 
 
@@ -67,18 +76,6 @@ def forget(client_id: str) -> int:
     """The client said it terminates: its rows go."""
     deleted, _ = GrpcClient.objects.using(broker_db()).filter(client_id=client_id).delete()
     return deleted
-
-
-def live_producer_groups() -> set[str]:
-    """Producer groups with a live gRPC producer (any process's)."""
-    return set(
-        GrpcClient.objects.using(broker_db())
-        .live(txsettings.GRPC_CLIENT_TIMEOUT)
-        .filter(kind=GrpcClient.Kind.PRODUCER)
-        .exclude(stream_process="")
-        .values_list("group", flat=True)
-        .distinct()
-    )
 
 
 class Stream:
@@ -137,6 +134,10 @@ class Streams:
                 return False
             stream.groups = stream.groups | {group}
             return True
+
+    def client_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._by_client)
 
     def held(self, client_id: str) -> bool:
         with self._lock:

@@ -16,6 +16,18 @@ class GrpcClientQuerySet(models.QuerySet):
 
         return self.filter(last_heartbeat_at__gte=dbtime.before(timeout))
 
+    def streaming_producer_groups(self, timeout: float) -> set[str]:
+        """Producer groups with a live gRPC producer whose telemetry stream a live
+        txbroker_grpc process holds: that process checks their HALF messages back."""
+        from txbroker import dbtime
+
+        rows = (
+            self.live(timeout)
+            .filter(kind=GrpcClient.Kind.PRODUCER, stream_seen_at__gte=dbtime.before(timeout))
+            .exclude(stream_process="")
+        )
+        return set(rows.values_list("group", flat=True).distinct())
+
 
 class GrpcClient(models.Model):
     class Kind(models.TextChoices):
@@ -33,6 +45,9 @@ class GrpcClient(models.Model):
     # The txbroker_grpc process (host:pid) holding the client's telemetry stream ('' : none):
     # only that process can send it commands (check-back).
     stream_process = models.CharField(max_length=255, blank=True, default="")
+    # When that process last said it still holds the stream (it does every few seconds): a
+    # process that died stops saying so.
+    stream_seen_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField(db_default=Now())
     last_heartbeat_at = models.DateTimeField(db_default=Now())
 

@@ -87,9 +87,16 @@ def start(bind: str, *, tls_cert: Optional[Path] = None, tls_key: Optional[Path]
 
 
 def serve_until(stop: threading.Event, running: Running) -> None:
-    """Serve until ``stop`` is set, then stop within STOP_GRACE seconds."""
+    """Serve (and check remote producer groups back) until ``stop`` is set, then stop
+    within STOP_GRACE seconds."""
+    from txbroker.grpcapi.checks import CheckLoop
+
+    checks = CheckLoop(stop)
+    checks.start()
     try:
         while not stop.wait(1.0):
             pass
     finally:
+        stop.set()
         running.server.stop(STOP_GRACE).wait(STOP_GRACE + 1)
+        checks.join(STOP_GRACE)
