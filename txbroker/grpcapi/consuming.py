@@ -22,11 +22,12 @@ import zlib
 from datetime import UTC, datetime
 from typing import Optional
 
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from txbroker.conf import txsettings
+from txbroker.db import broker_db
 from txbroker.exceptions import ConfigurationError
 from txbroker.grpcapi import bodies
 from txbroker.grpcapi.protocol import (
@@ -51,6 +52,9 @@ from txbroker.remote_deliveries import (
     remote_forward_dead,
     remote_receive,
     remote_reclaim_expired,
+)
+from txbroker.remote_deliveries import (
+    who as actor_of,
 )
 from txbroker.remote_groups import subscription_for, subscription_record
 
@@ -98,20 +102,22 @@ def subscription_settings(client: Caller, settings_pb: pb.Settings) -> tuple[pb.
     wanted = settings_pb.subscription
     group = group_of(wanted.group)
     recorded: list[RemoteSubscription] = []
-    for entry in wanted.subscriptions:
-        topic = topic_of(entry.topic)
-        try:
-            recorded.append(
-                subscription_record(
-                    group=group,
-                    topic=topic,
-                    expression=_tag_expression(entry.expression),
-                    client=f"{client.client_id} at {client.address}",
-                    fifo=wanted.fifo,
+    # All or nothing: one refused entry records none of them.
+    with transaction.atomic(using=broker_db()):
+        for entry in wanted.subscriptions:
+            topic = topic_of(entry.topic)
+            try:
+                recorded.append(
+                    subscription_record(
+                        group=group,
+                        topic=topic,
+                        expression=_tag_expression(entry.expression),
+                        client=actor_of(client.client_id, client.address),
+                        fifo=wanted.fifo,
+                    )
                 )
-            )
-        except ConfigurationError as exc:
-            raise RpcError(Code.ILLEGAL_FILTER_EXPRESSION, str(exc)) from exc
+            except ConfigurationError as exc:
+                raise RpcError(Code.ILLEGAL_FILTER_EXPRESSION, str(exc)) from exc
     reply = pb.Subscription()
     reply.CopyFrom(wanted)
     reply.fifo = any(sub.fifo for sub in recorded) or group in txsettings.GRPC_FIFO_GROUPS
