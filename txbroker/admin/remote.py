@@ -1,7 +1,9 @@
 """Consumer groups subscribed over gRPC (RocketMQ 5 clients): what each consumes, its retry
 policy and its last client. Their deliveries and dead letters are in the message pages
-and the dead-letter queue like any other group's; these rows change only when a client
-subscribes (txbroker.remote_groups)."""
+and the dead-letter queue like any other group's. A row changes when a client subscribes
+(txbroker.remote_groups); an operator with the delete permission removes a group that is
+gone for good: no delivery is created for it once every process has read the
+subscriptions again (TXBROKER_GRPC_SUBSCRIPTION_REFRESH); those it has stay as they are."""
 
 from __future__ import annotations
 
@@ -36,9 +38,6 @@ class RemoteSubscriptionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="dead letters")
