@@ -27,15 +27,21 @@ _DUMPS = {
 }
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # NaN, Infinity: no JSON column takes them
+
+
 def from_bytes(raw: bytes) -> tuple[Any, str]:
     """The JSON body to store for ``raw`` and the kind to record in BODY_PROPERTY."""
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError):
         value = None
     else:
         for kind, options in _DUMPS.items():
-            if json.dumps(value, **options).encode("utf-8") == raw:
+            text = json.dumps(value, **options)
+            # PostgreSQL's jsonb holds no NUL character (\u0000) in a string.
+            if text.encode("utf-8") == raw and "\\u0000" not in text:
                 return value, kind
     return {BYTES_KEY: base64.b64encode(raw).decode("ascii")}, "bytes"
 

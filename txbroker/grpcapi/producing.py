@@ -101,16 +101,17 @@ def parse(message: pb.Message) -> tuple[OutgoingMessage, str, int]:
         raise RpcError(Code.ILLEGAL_MESSAGE_ID, f"illegal message id {sp.message_id[:80]!r}")
     kind = _message_type(sp)
     tag = sp.tag if sp.HasField("tag") else ""
-    if sp.HasField("tag") and (not tag.strip() or "|" in tag or len(tag) > 255):
+    if sp.HasField("tag") and (not tag.strip() or "|" in tag or "\x00" in tag or len(tag) > 255):
         raise RpcError(Code.ILLEGAL_MESSAGE_TAG, f"illegal tag {tag[:80]!r}")
-    if any(not key.strip() or len(key) > 255 for key in sp.keys):
+    if any(not key.strip() or "\x00" in key or len(key) > 255 for key in sp.keys):
         raise RpcError(Code.ILLEGAL_MESSAGE_KEY, "a message key is blank or longer than 255 characters")
     group = sp.message_group if kind == MessageType.FIFO else ""
-    if kind == MessageType.FIFO and (not group.strip() or len(group) > 255):
+    if kind == MessageType.FIFO and (not group.strip() or "\x00" in group or len(group) > 255):
         raise RpcError(Code.ILLEGAL_MESSAGE_GROUP, f"illegal message group {group[:80]!r}")
     properties = dict(message.user_properties)
-    for key in properties:
-        if not key or key.startswith(bodies.RESERVED_PREFIX):
+    for key, value in properties.items():
+        # PostgreSQL holds no NUL character in text or JSON.
+        if not key or key.startswith(bodies.RESERVED_PREFIX) or "\x00" in key + value:
             raise RpcError(Code.ILLEGAL_MESSAGE_PROPERTY_KEY, f"illegal property key {key[:80]!r}")
     body, body_kind = bodies.from_bytes(_body(message))
     properties[bodies.BODY_PROPERTY] = body_kind

@@ -295,13 +295,20 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def start_grpc(log_dir: Path, name: str = "grpc", *, port: Optional[int] = None, **env: str) -> GrpcServer:
+def start_grpc(
+    log_dir: Path,
+    name: str = "grpc",
+    *,
+    port: Optional[int] = None,
+    extra_args: tuple[str, ...] = (),
+    **env: str,
+) -> GrpcServer:
     """``manage.py txbroker_grpc`` on 127.0.0.1 (a free port unless given) against the test
     database, with the test credentials (unless TXBROKER_GRPC_CREDENTIALS is given), once
     it accepts connections."""
     port = port or free_port()
     env = {"TXBROKER_GRPC_CREDENTIALS": f"{GRPC_ACCESS_KEY}:{GRPC_SECRET}", **env}
-    argv = manage_argv("txbroker_grpc", "--bind", f"127.0.0.1:{port}")
+    argv = manage_argv("txbroker_grpc", "--bind", f"127.0.0.1:{port}", *extra_args)
     proc = Proc(name, argv, child_env(**env), log_dir, cwd=project_dir())
     wait_for(
         lambda: not proc.alive() or ("serving on" in proc.log() and _accepts(port)),

@@ -13,6 +13,7 @@ import pytest
 from rocketmq import ClientConfiguration, Credentials, Producer
 from rocketmq import Message as RocketMessage
 
+from txbroker import ConsumedMessage
 from txbroker.grpcapi import bodies
 from txbroker.models import GrpcClient, Message, TraceEvent
 from txbroker.tests.processes import GrpcServer, wait_for
@@ -111,6 +112,8 @@ def test_a_binary_body_is_kept_byte_for_byte(grpc_server):
     stored = Message.objects.get(pk=receipt.message_id)
     assert stored.properties[bodies.BODY_PROPERTY] == "bytes"
     assert bodies.to_bytes(stored.body, stored.properties) == raw
+    # As a Django consumer's handler reads it.
+    assert ConsumedMessage.of(stored).body_bytes == raw
 
 
 def test_wrong_credentials_are_refused_and_change_nothing(grpc_server):
