@@ -6,11 +6,15 @@ group's max attempts, FIFO order, and a stale receipt handle that changes nothin
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from django.db import transaction
 from rocketmq import (
     ClientConfiguration,
     ConsumeResult,
@@ -23,10 +27,12 @@ from rocketmq import (
 )
 from rocketmq import Message as RocketMessage
 
+from txbroker import OutgoingMessage
+from txbroker import Producer as DjangoProducer
 from txbroker.models import DeadLetter, Delivery, RemoteSubscription, TraceEvent
-from txbroker.remote_groups import forget_subscriptions
+from txbroker.remote_groups import forget_subscriptions, subscription_record
 from txbroker.tests.helpers import send
-from txbroker.tests.processes import GrpcServer, start_grpc, wait_for
+from txbroker.tests.processes import ROOT, GrpcServer, start_grpc, wait_for
 from txbroker.tests.support.consumers import TOPIC
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -210,3 +216,30 @@ def test_a_grpc_producers_bytes_reach_a_grpc_consumer_unchanged(server):
             got[int(message.properties["n"])] = message.body
             consumer.ack(message)
     assert [got[i] for i in range(len(bodies))] == bodies
+
+
+def test_the_readme_consumer_example_works_as_written(broker_env, broker_setting, tmp_path):
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- grpc-consumer-example -->\n```python\n(.*?)```", text, re.DOTALL).group(1)
+    assert '"127.0.0.1:8081"' in code and 'Credentials("erp", "erp-secret")' in code
+    broker_setting("TXBROKER_GRPC_SUBSCRIPTION_REFRESH", "0")
+    # The group is known (a consumer of it ran before): what is committed now is its.
+    subscription_record(group="billing", topic="order-events", expression="created", client="earlier")
+    with transaction.atomic():
+        msg_id = DjangoProducer("shop").send(
+            OutgoingMessage(
+                topic="order-events", tag="created", keys=("order-1001",), body={"order_id": 1001}
+            )
+        )
+    server = start_grpc(tmp_path, TXBROKER_GRPC_CREDENTIALS="erp:erp-secret")
+    try:
+        script = tmp_path / "consumer.py"
+        script.write_text(code.replace('"127.0.0.1:8081"', f'"{server.endpoint}"'))
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.proc.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'received {msg_id} 1 {{"order_id":1001}}' in result.stdout
+    assert Delivery.objects.get(message_id=msg_id, consumer_group="billing").status == "SUCCEEDED"
