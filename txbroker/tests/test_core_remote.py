@@ -230,3 +230,14 @@ def test_a_delayed_message_is_received_only_once_due(remote):
     assert receive() == []
     Delivery.objects.filter(message_id=msg_id, consumer_group=GROUP).update(next_attempt_at=Now())
     assert [got.msg_id for got in receive()] == [msg_id]
+
+
+def test_a_fifo_groups_dead_letter_does_not_hold_its_message_group(broker_env, broker_setting):
+    broker_setting("TXBROKER_GRPC_FIFO_GROUPS", "fifo_group")
+    forget_subscriptions()
+    subscription_record(group="fifo_group", topic=TOPIC, expression="*", client="c1")
+    first, second = (send(f"r-fifo-dead-{i}", tag="pay", message_group="order-3").msg_id for i in range(2))
+    (got,) = receive(group="fifo_group")
+    assert got.msg_id == first and receive(group="fifo_group") == []
+    assert remote_forward_dead(group="fifo_group", handle=got.receipt_handle, client="c1")
+    assert [g.msg_id for g in receive(group="fifo_group")] == [second]  # as RocketMQ: the DLQ, then on
