@@ -6,9 +6,7 @@ its telemetry stream (the one that checks its producer group's half messages bac
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import BooleanField, Case, Q, Value, When
 
-from txbroker import dbtime
 from txbroker.admin.base import MessageViewerPages, ReadOnlyAdmin
 from txbroker.admin.html import when_html
 from txbroker.conf import txsettings
@@ -24,26 +22,7 @@ class GrpcClientAdmin(MessageViewerPages, ReadOnlyAdmin, admin.ModelAdmin):
     ordering = ["group", "client_id"]
 
     def get_queryset(self, request):
-        timeout = txsettings.GRPC_CLIENT_TIMEOUT
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                is_live=Case(
-                    When(last_heartbeat_at__gte=dbtime.before(timeout), then=Value(True)),
-                    default=Value(False),
-                    output_field=BooleanField(),
-                ),
-                is_streaming=Case(
-                    When(
-                        ~Q(stream_process="") & Q(stream_seen_at__gte=dbtime.before(timeout)),
-                        then=Value(True),
-                    ),
-                    default=Value(False),
-                    output_field=BooleanField(),
-                ),
-            )
-        )
+        return super().get_queryset(request).with_liveness(txsettings.GRPC_CLIENT_TIMEOUT)
 
     @admin.display(description="live", boolean=True, ordering="last_heartbeat_at")
     def live(self, obj: GrpcClient) -> bool:

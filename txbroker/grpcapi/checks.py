@@ -85,6 +85,7 @@ def answer(message: Message, resolution: int, who: Caller) -> bool:
     that check's lease. False when this process sent no such check (or its lease is lost):
     the caller takes it as a late answer."""
     pending = PENDING.pop(message.msg_id)
+    STREAMS.add_group(who.client_id, message.producer_group)  # it answers this group's checks
     if pending is None:
         return False
     elapsed_ms = (time.monotonic() - pending.sent_at) * 1000

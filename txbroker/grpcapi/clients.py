@@ -85,6 +85,9 @@ class Stream:
         self.who = who
         self.kind = ""
         self.groups: frozenset[str] = frozenset()
+        # Groups it sent transactional messages to or answered checks of: it has a
+        # TransactionChecker (a plain producer of the topic may have none).
+        self.transactional: frozenset[str] = frozenset()
         self.outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_SIZE)
         self.closed = threading.Event()
 
@@ -127,10 +130,14 @@ class Streams:
         return False
 
     def add_group(self, client_id: str, group: str) -> bool:
-        """The client's stream here (if any) now serves ``group`` too."""
+        """The client's stream here (if any) serves ``group`` and can answer its checks;
+        True when it newly serves it."""
         with self._lock:
             stream = self._by_client.get(client_id)
-            if stream is None or group in stream.groups:
+            if stream is None:
+                return False
+            stream.transactional = stream.transactional | {group}
+            if group in stream.groups:
                 return False
             stream.groups = stream.groups | {group}
             return True
@@ -148,13 +155,15 @@ class Streams:
             return {g for s in self._by_client.values() if s.kind == kind for g in s.groups}
 
     def pick(self, group: str, kind: str) -> Optional[Stream]:
-        """A live stream of ``group`` (round robin among them), or None."""
+        """A live stream of ``group``, or None: round robin among those known to answer
+        its checks, else among all."""
         with self._lock:
             found = [
                 s
                 for s in self._by_client.values()
                 if s.kind == kind and group in s.groups and not s.closed.is_set()
             ]
+            found = [s for s in found if group in s.transactional] or found
             if not found:
                 return None
             self._turn += 1

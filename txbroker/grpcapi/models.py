@@ -5,7 +5,7 @@ consumer group). Imported by txbroker.models: part of txbroker's tables."""
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.db.models.functions import Now
 
 
@@ -15,6 +15,20 @@ class GrpcClientQuerySet(models.QuerySet):
         from txbroker import dbtime
 
         return self.filter(last_heartbeat_at__gte=dbtime.before(timeout))
+
+    def with_liveness(self, timeout: float) -> GrpcClientQuerySet:
+        """Each row with ``is_live`` (heard from within ``timeout``) and ``is_streaming`` (a
+        live process holds its telemetry stream), by the database's clock."""
+        from txbroker import dbtime
+
+        since = dbtime.before(timeout)
+        return self.annotate(
+            is_live=Case(When(last_heartbeat_at__gte=since, then=Value(True)), default=Value(False)),
+            is_streaming=Case(
+                When(~Q(stream_process="") & Q(stream_seen_at__gte=since), then=Value(True)),
+                default=Value(False),
+            ),
+        )
 
     def streaming_producer_groups(self, timeout: float) -> set[str]:
         """Producer groups with a live gRPC producer whose telemetry stream a live

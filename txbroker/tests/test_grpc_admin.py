@@ -47,3 +47,28 @@ def test_search_by_group(admin_client):
         reverse("admin:txbroker_grpcclient_changelist"), {"q": "billing"}
     ).content.decode()
     assert "c-2" in html and "c-1" not in html
+
+
+def test_the_api_lists_grpc_clients(admin_client):
+    GrpcClient.objects.create(
+        client_id="c-1",
+        group="grpc-orders",
+        kind="PRODUCER",
+        address="10.0.0.5:1",
+        agent="PYTHON 5.1.2",
+        stream_process="host-a:42",
+        stream_seen_at=Now(),
+    )
+    GrpcClient.objects.create(
+        client_id="c-2", group="billing", kind="PUSH_CONSUMER", stream_process="host-b:7"
+    )
+    GrpcClient.objects.filter(client_id="c-2").update(last_heartbeat_at=Now() - timedelta(hours=1))
+
+    rows = admin_client.get("/api/txbroker/grpc-clients/").json()
+    assert [(r["group"], r["client_id"], r["live"], r["stream_process"]) for r in rows] == [
+        ("billing", "c-2", False, ""),
+        ("grpc-orders", "c-1", True, "host-a:42"),
+    ]
+    only = admin_client.get("/api/txbroker/grpc-clients/", {"group": "billing"}).json()
+    assert [r["client_id"] for r in only] == ["c-2"]
+    assert admin_client.get("/api/txbroker/grpc-clients/", {"group": "x\x00"}).status_code == 400

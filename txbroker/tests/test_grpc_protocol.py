@@ -127,3 +127,18 @@ def test_end_transaction_of_no_such_transaction_is_refused(stub):
     answer = client.EndTransaction(request, metadata=signed(server), timeout=10)
     assert answer.status.code == Code.INVALID_TRANSACTION_ID
     assert not Message.objects.exists()
+
+
+def test_a_transaction_recovery_duration_is_the_check_immunity_and_a_millisecond_delivery_time_is_read(stub):
+    immune = rocket_message(kind=pb.MessageType.TRANSACTION)
+    immune.system_properties.orphaned_transaction_recovery_duration.seconds = 3600
+    assert send(stub, immune).status.code == Code.OK
+    half = Message.objects.get(pk=MESSAGE_ID)
+    assert half.state == Message.State.HALF and half.producer_group == "grpc-protocol"
+    assert 3590 < (half.next_check_at - half.created_at).total_seconds() < 3610
+
+    at_ms = 1_900_000_000_123  # the Python client's Message takes milliseconds too
+    delayed = rocket_message(message_id="01" + "CD" * 16, kind=pb.MessageType.DELAY)
+    delayed.system_properties.delivery_timestamp.seconds = at_ms
+    assert send(stub, delayed).status.code == Code.OK
+    assert Message.objects.get(pk="01" + "CD" * 16).deliver_at.timestamp() == at_ms / 1000
