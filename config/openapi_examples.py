@@ -38,6 +38,8 @@ PARAMETER_EXAMPLES: dict[str, Any] = {
     "since": "2026-01-01T00:00:00Z",
     "until": "2036-01-01T00:00:00Z",
     "message_group": EXAMPLE_ORDER_ID,
+    # A gRPC client's group: a producer's topic, or a consumer group.
+    "group": "order-events",
 }
 # No example: a cursor is opaque, only ever taken from the previous page's `next` link.
 PARAMETERS_WITHOUT_EXAMPLE = {"cursor"}

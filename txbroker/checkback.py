@@ -13,6 +13,11 @@ and answered or failed; a pass stops cleanly at its time budget (the rest of its
 released, due now); Celery's soft time limit ends the pass and is never taken as an
 answer. A pass that dies or freezes holding a lease delays its messages by the lease at
 most (TXBROKER_CHECK_INTERVAL + TXBROKER_CHECK_TIMEOUT), uncounted.
+
+Remote producer groups (RocketMQ clients over gRPC) with no checker here are left to the
+txbroker_grpc process that holds a live client's telemetry stream (txbroker.grpcapi.checks);
+with no live client anywhere they are leased here and skipped, uncounted, as any group
+without a checker.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from txbroker.conf import txsettings
 from txbroker.db import broker_db, recover_connections
 from txbroker.faults import fault_block
 from txbroker.metrics import observe_check_pass
-from txbroker.models import LocalTransactionState, Message, TraceEvent
+from txbroker.models import GrpcClient, LocalTransactionState, Message, TraceEvent
 from txbroker.producer import as_state
 from txbroker.registry import registry
 from txbroker.timeouts import STOP_EXCEPTIONS, TimeLimitExceeded, bound_transaction, time_limit
@@ -100,7 +105,9 @@ def check_pass(*, max_batches: int = 100, budget: Optional[float] = None, progre
 def _check_batch(report: CheckReport, limits: _Limits) -> tuple[int, bool]:
     """Lease and check one batch; returns how many it leased and whether it checked them
     all (False: it gave back the rest, short of budget or lease)."""
-    token, batch = messages_claim_for_check(limit=txsettings.CHECK_BATCH_SIZE, lease=limits.lease)
+    token, batch = messages_claim_for_check(
+        limit=txsettings.CHECK_BATCH_SIZE, lease=limits.lease, exclude_groups=_remote_groups()
+    )
     leased_at = time.monotonic()
     for index, message in enumerate(batch):
         now = time.monotonic()
@@ -127,6 +134,15 @@ def _check_batch(report: CheckReport, limits: _Limits) -> tuple[int, bool]:
                 pass
             return 0, True
     return len(batch), True
+
+
+def _remote_groups() -> set[str]:
+    """Producer groups with no checker here whose live gRPC producers a txbroker_grpc process
+    streams to: that process checks them (txbroker.grpcapi.checks), not this pass."""
+    streaming = GrpcClient.objects.using(broker_db()).streaming_producer_groups(
+        txsettings.GRPC_CLIENT_TIMEOUT
+    )
+    return streaming - set(registry.producer_groups())
 
 
 def _transaction_databases() -> list[str]:

@@ -90,6 +90,12 @@ def _bool(value: Any) -> bool:
     raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
 
 
+def _names(value: Any) -> frozenset[str]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return frozenset(str(v).strip() for v in value if str(v).strip())
+    return frozenset(part for part in str(value or "").replace(",", " ").split())
+
+
 WAKEUP_MARKS = ("auto", "redis", "database", "none")
 
 
@@ -105,6 +111,32 @@ def _non_negative_float(value: Any) -> float:
     if number < 0:
         raise ValueError("must not be negative")
     return number
+
+
+def parse_credentials(value: Any) -> dict[str, str]:
+    """``"ak:secret,ak2:secret2"`` (or a dict) -> {access key: secret}."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for part in str(value or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, secret = part.strip().partition(":")
+            if not sep or not key or not secret:
+                raise ValueError(f"entry {part.strip()[:20]!r}... is not access_key:secret")
+            pairs.append((key, secret))
+    return dict(pairs)
+
+
+def _address(value: Any) -> str:
+    """``host:port`` or ''."""
+    text = str(value or "").strip()
+    if text:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port")
+    return text
 
 
 SETTINGS: dict[str, Setting] = {
@@ -139,6 +171,27 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_HANDLER_TIMEOUT": Setting(20.0, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
+    # --- consumer groups subscribed over gRPC (RocketMQ 5 clients; txbroker.remote_groups) ---
+    # Seconds a process reuses the remote subscriptions it read: a commit costs no query for
+    # them within that time. A group subscribed less than that ago may miss messages
+    # committed meanwhile by other processes (RocketMQ: a new group starts at the latest offset).
+    "TXBROKER_GRPC_SUBSCRIPTION_REFRESH": Setting(2.0, _non_negative_float),
+    # Attempts (the first included) before a remote group's delivery is DEAD, and the delays
+    # the push consumers are told to wait after a failure (the backoff policy they are sent).
+    "TXBROKER_GRPC_MAX_ATTEMPTS": Setting(17, _positive_int),
+    "TXBROKER_GRPC_BACKOFF": Setting(RETRY_DELAYS_DEFAULT, parse_durations),
+    # Remote consumer groups that are FIFO (RocketMQ keeps this in the group's configuration,
+    # not in the client): names separated by commas or spaces.
+    "TXBROKER_GRPC_FIFO_GROUPS": Setting("", _names),
+    # Bounds of ReceiveMessage: the longest invisible duration (claim), the longest long
+    # polling, seconds between two polls of the database while waiting, messages per call.
+    "TXBROKER_GRPC_MAX_INVISIBLE": Setting(43200.0, _non_negative_float),
+    "TXBROKER_GRPC_MAX_LONG_POLLING": Setting(20.0, _non_negative_float),
+    "TXBROKER_GRPC_POLL_INTERVAL": Setting(0.2, _non_negative_float),
+    "TXBROKER_GRPC_MAX_BATCH": Setting(32, _positive_int),
+    # The invisible duration of what a push consumer receives (it asks for none): its
+    # listener has that long to answer before the message counts as failed and comes back.
+    "TXBROKER_GRPC_PUSH_INVISIBLE": Setting(60.0, _non_negative_float),
     # One-statement writes on the hot path on PostgreSQL (see txbroker.fastpath); off: the
     # portable ORM path, for comparison or for a PostgreSQL look-alike that lacks them.
     "TXBROKER_FASTPATH": Setting(True, _bool),
@@ -161,6 +214,22 @@ SETTINGS: dict[str, Setting] = {
     # Celery workers to say what they run (one broadcast per refresh).
     "TXBROKER_DASHBOARD_REFRESH": Setting(5.0, _non_negative_float),
     "TXBROKER_DASHBOARD_INSPECT_TIMEOUT": Setting(0.5, _non_negative_float),
+    # The RocketMQ 5 gRPC endpoint (manage.py txbroker_grpc, txbroker.grpcapi).
+    # access_key:secret pairs, comma-separated: every request must carry a signature made with
+    # one of them. None: the endpoint binds loopback addresses only.
+    "TXBROKER_GRPC_CREDENTIALS": Setting("", parse_credentials),
+    # Seconds a request's signed x-mq-date-time may differ from this host's clock (0: not
+    # checked). The client's clock against the server's: host clocks, by necessity.
+    "TXBROKER_GRPC_MAX_CLOCK_SKEW": Setting(300.0, _non_negative_float),
+    # host:port the routes send clients to ('' : the address the client reached, else the bind).
+    "TXBROKER_GRPC_ADVERTISED_ADDRESS": Setting("", _address),
+    # Threads serving RPCs, and the most RPCs at once (each live client's telemetry stream
+    # holds one for its life; beyond it a call fails with RESOURCE_EXHAUSTED).
+    "TXBROKER_GRPC_WORKERS": Setting(64, _positive_int),
+    # A client whose last heartbeat (or telemetry) is older than this is not live.
+    "TXBROKER_GRPC_CLIENT_TIMEOUT": Setting(30.0, _non_negative_float),
+    # The largest message body accepted over gRPC (bytes).
+    "TXBROKER_GRPC_MAX_BODY_SIZE": Setting(4 * 1024 * 1024, _positive_int),
     # Fault injection (tests and chaos runs only): point=probability,...
     "TXBROKER_FAULTS": Setting("", parse_faults),
 }

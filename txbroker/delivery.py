@@ -50,6 +50,7 @@ from txbroker.metrics import observe_delivery
 from txbroker.models import Delivery
 from txbroker.ordering import claimable
 from txbroker.registry import Consumer, registry
+from txbroker.remote_deliveries import remote_reclaim_expired
 from txbroker.timeouts import STOP_EXCEPTIONS, TimeLimitExceeded, time_limit
 from txbroker.types import ConsumedMessage
 from txbroker.wakeup import publish
@@ -295,7 +296,8 @@ def sweep(*, max_tasks: int = 64) -> SweepReport:
     Tasks carry no delivery ids: each claims whatever is due, so a lost, duplicated or
     late task costs one query and never loses or doubles a delivery.
     """
-    report = SweepReport(reclaimed=reclaim_expired())
+    # Remote (gRPC) groups' expired invisibility too: txbroker.remote_deliveries.
+    report = SweepReport(reclaimed=reclaim_expired() + remote_reclaim_expired())
     db = broker_db()
     size = txsettings.BATCH_SIZE
     # Count only as far as the tasks we may enqueue cover (bounded, uses the partial index).

@@ -39,6 +39,7 @@ from txbroker.models import Delivery, Message, TraceEvent
 from txbroker.operator_transitions import replay, replay_many  # noqa: F401 (their home was here)
 from txbroker.ordering import claimable
 from txbroker.registry import Consumer, registry
+from txbroker.remote_groups import remote_deliveries_for
 from txbroker.trace import trace_many, trimmed_traceback
 
 logger = logging.getLogger("txbroker.delivery")
@@ -97,7 +98,7 @@ def _failure(
 # --- creation -----------------------------------------------------------------------------
 def deliveries_for(message: Message, *, sequence: Optional[int] = None) -> list[Delivery]:
     """The deliveries a commit of ``message`` creates: one per consumer group subscribed to
-    its topic and tag, PENDING and due now by the database's clock (the columns'
+    its topic and tag (Django's and remote ones), PENDING and due now by the database's clock (the columns'
     defaults), or at the message's ``deliver_at``; an ordered message's carry its group
     and commit ``sequence``. Not saved: the commit inserts them with its move (see
     txbroker.transitions), by :func:`deliveries_create` or in its own statement."""
@@ -107,7 +108,9 @@ def deliveries_for(message: Message, *, sequence: Optional[int] = None) -> list[
         extra["next_attempt_at"] = message.deliver_at
     if message.message_group:
         extra.update(message_group=message.message_group, sequence=sequence)
-    return [Delivery(message_id=message.msg_id, consumer_group=group, **extra) for group in groups]
+    local = [Delivery(message_id=message.msg_id, consumer_group=group, **extra) for group in groups]
+    # Consumer groups subscribed over gRPC: from a per-process cache, no query per commit.
+    return local + remote_deliveries_for(message, taken=set(groups), extra=extra)
 
 
 def deliveries_create(deliveries: list[Delivery]) -> None:

@@ -166,7 +166,9 @@ def claim_sql(*, filtered: bool = False, blocking_groups: Sequence[str] = ()) ->
     only = "AND id = ANY(%s) " if filtered else ""
     return (
         f"WITH picked AS (SELECT id FROM {table} AS c WHERE status IN (%s, %s) AND next_attempt_at <= {SQL_NOW} "
-        f"AND run_alone = %s {only}{claim_sql_condition('c', blocking_groups)} "
+        # remote = false: remote groups' deliveries are received over gRPC, never by Celery
+        # (txbroker.remote_deliveries); the partial index txb_dlv_waiting_due needs it said.
+        f"AND remote = false AND run_alone = %s {only}{claim_sql_condition('c', blocking_groups)} "
         "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} AS d SET status = %s, claim_token = %s, claimed_until = {sql_after()}, "
         f"started_at = NULL, updated_at = {SQL_NOW} "

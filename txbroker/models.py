@@ -41,7 +41,8 @@ class Message(models.Model):
         ROLLED_BACK = "ROLLED_BACK", "rolled back"
         DISCARDED = "DISCARDED", "discarded (checks exhausted)"
 
-    msg_id = models.CharField(max_length=32, primary_key=True, default=new_msg_id, editable=False)
+    # 64: the ids RocketMQ clients give their messages (34 hex digits) fit, as txbroker's (32).
+    msg_id = models.CharField(max_length=64, primary_key=True, default=new_msg_id, editable=False)
     topic = models.CharField(max_length=255)
     tag = models.CharField(max_length=255, blank=True, default="")
     # Business keys, as given; ``MessageKey`` rows index them for lookup.
@@ -126,11 +127,12 @@ class DeliveryQuerySet(models.QuerySet):
     def due(self) -> DeliveryQuerySet:
         """Deliveries waiting to run whose time has come by the database's clock (served by
         a partial index)."""
-        return self.filter(status__in=Delivery.WAITING, next_attempt_at__lte=Now())
+        return self.filter(status__in=Delivery.WAITING, next_attempt_at__lte=Now(), remote=False)
 
     def claim_expired(self) -> DeliveryQuerySet:
-        """Claimed deliveries whose claim ran out (their worker died, froze or is far behind)."""
-        return self.filter(status=Delivery.Status.RUNNING, claimed_until__lt=Now())
+        """Claimed deliveries whose claim ran out (their worker died, froze or is far behind).
+        Remote groups' deliveries are not Celery's: txbroker.remote_deliveries takes them back."""
+        return self.filter(status=Delivery.Status.RUNNING, claimed_until__lt=Now(), remote=False)
 
     def dead(self) -> DeliveryQuerySet:
         return self.filter(status=Delivery.Status.DEAD)
@@ -178,6 +180,9 @@ class Delivery(models.Model):
     # place in its message group, taken when it was committed (txbroker.ordering).
     message_group = models.CharField(max_length=255, blank=True, default="", db_default="")
     sequence = models.BigIntegerField(null=True, blank=True)
+    # A consumer group that subscribed over gRPC (RemoteSubscription): its consumers
+    # receive this delivery through ReceiveMessage; Celery workers never claim it.
+    remote = models.BooleanField(default=False, db_default=False)
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -201,7 +206,13 @@ class Delivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"],
                 name="txb_dlv_waiting_due",
-                condition=Q(status__in=["PENDING", "RETRY"]),
+                condition=Q(status__in=["PENDING", "RETRY"], remote=False),
+            ),
+            # ReceiveMessage's claim: a remote group's due deliveries.
+            models.Index(
+                fields=["consumer_group", "next_attempt_at"],
+                name="txb_dlv_remote_due",
+                condition=Q(status__in=["PENDING", "RETRY"], remote=True),
             ),
             models.Index(
                 fields=["claimed_until"],
@@ -274,6 +285,36 @@ class TraceEvent(models.Model):
         return f"{self.at:%H:%M:%S.%f} {self.event} {self.detail[:60]}"
 
 
+class RemoteSubscription(models.Model):
+    """A consumer group subscribed to a topic over gRPC (RocketMQ 5 clients, issue 15): a
+    consumer group of txbroker whose deliveries (``Delivery.remote``) its clients receive
+    with ReceiveMessage. Recorded from the client's settings on its telemetry stream."""
+
+    consumer_group = models.CharField(max_length=255)
+    topic = models.CharField(max_length=255)
+    # '*' or 'a || b' (RocketMQ's TAG filter; SQL92 filters are refused).
+    tag_expression = models.CharField(max_length=1000, default="*")
+    # FIFO group: the deliveries of one message group are received one at a time, in order.
+    fifo = models.BooleanField(default=False)
+    # Attempts (the first included) before a delivery is DEAD, and the delays between them.
+    max_attempts = models.PositiveIntegerField(default=17)
+    backoff = models.JSONField(default=list, blank=True)
+    # The last client that subscribed (its id and address), for operators.
+    client_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["topic", "consumer_group"]
+        constraints = [
+            models.UniqueConstraint(fields=["consumer_group", "topic"], name="txb_remote_sub_unique"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="txb_remote_sub_attempts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer_group} <- {self.topic}:{self.tag_expression}"
+
+
 class MessageGroupHead(models.Model):
     """The last commit sequence given to a message group. Committing an ordered message
     takes the next one with an upsert inside the committing transaction, whose row lock
@@ -326,3 +367,7 @@ class Dashboard(Message):
         proxy = True
         verbose_name = "dashboard"
         verbose_name_plural = "dashboard"
+
+
+# The gRPC clients (txbroker.grpcapi), defined beside the code that serves them.
+from txbroker.grpcapi.models import GrpcClient  # noqa: E402, F401

@@ -56,13 +56,17 @@ def atomic_aliases() -> list[str]:
     return sorted(alias for alias in aliases if connections[alias].in_atomic_block)
 
 
-def new_message(message: OutgoingMessage, producer_group: str, state: str) -> Message:
+def new_message(
+    message: OutgoingMessage, producer_group: str, state: str, *, msg_id: Optional[str] = None
+) -> Message:
     """The (unsaved) row of an outgoing message. A ``delay`` counts from now by the
-    database's clock."""
+    database's clock; ``msg_id``: the id its sender gave it, else a new one."""
     deliver_at = message.deliver_at
     if message.delay is not None:
         deliver_at = dbtime.read(broker_db()) + timedelta(seconds=message.delay_seconds)
+    extra = {"msg_id": msg_id} if msg_id else {}
     return Message(
+        **extra,
         topic=message.topic,
         tag=message.tag,
         keys=list(message.keys),
@@ -74,6 +78,44 @@ def new_message(message: OutgoingMessage, producer_group: str, state: str) -> Me
         message_group=message.message_group,
         deliver_at=deliver_at,
     )
+
+
+def store_half(
+    message: OutgoingMessage, producer_group: str, identity: str, *, msg_id: Optional[str] = None
+) -> Message:
+    """Store ``message`` HALF for ``producer_group`` (committed at once, on its own), its
+    first check due after its check immunity (or TXBROKER_TRANSACTION_TIMEOUT) by the
+    database's clock; ``identity``: who sent it, for the trace; ``msg_id``: the id the
+    sender gave it (a RocketMQ client's), else a new one."""
+    db = broker_db()
+    immunity = (
+        message.check_immunity_seconds
+        if message.check_immunity_seconds is not None
+        else txsettings.TRANSACTION_TIMEOUT
+    )
+    stored = new_message(message, producer_group, Message.State.HALF, msg_id=msg_id)
+    keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
+    stored_event = TraceEvent(
+        message_id=stored.msg_id,
+        event=TraceEvent.Event.HALF_STORED,
+        detail=f"producer group {producer_group} ({identity}); first check after {immunity:g}s",
+    )
+    # One statement on PostgreSQL (see txbroker.fastpath); the same three INSERTs in
+    # one transaction elsewhere. The first check is due ``immunity`` seconds after the
+    # database's clock, never this host's.
+    times = fastpath.store_half(db, stored, keys, stored_event, immunity=immunity)
+    if times is not None:
+        stored.created_at, stored.next_check_at = times
+    else:
+        with transaction.atomic(using=db):
+            stored.next_check_at = dbtime.after(immunity)
+            stored.save(using=db, force_insert=True)
+            MessageKey.objects.using(db).bulk_create(keys)
+            stored_event.save(using=db, force_insert=True)
+        stored.refresh_from_db(using=db, fields=["created_at", "next_check_at"])
+    stored._state.adding = False
+    stored._state.db = db
+    return stored
 
 
 class Producer:
@@ -189,35 +231,7 @@ class TransactionProducer:
                 pause *= 2
 
     def _store_half(self, message: OutgoingMessage) -> Message:
-        db = broker_db()
-        immunity = (
-            message.check_immunity_seconds
-            if message.check_immunity_seconds is not None
-            else txsettings.TRANSACTION_TIMEOUT
-        )
-        stored = new_message(message, self.producer_group, Message.State.HALF)
-        keys = [MessageKey(message_id=stored.msg_id, key=key) for key in dict.fromkeys(message.keys)]
-        stored_event = TraceEvent(
-            message_id=stored.msg_id,
-            event=TraceEvent.Event.HALF_STORED,
-            detail=f"producer group {self.producer_group} ({producer_identity()}); first check after {immunity:g}s",
-        )
-        # One statement on PostgreSQL (see txbroker.fastpath); the same three INSERTs in
-        # one transaction elsewhere. The first check is due ``immunity`` seconds after the
-        # database's clock, never this host's.
-        times = fastpath.store_half(db, stored, keys, stored_event, immunity=immunity)
-        if times is not None:
-            stored.created_at, stored.next_check_at = times
-        else:
-            with transaction.atomic(using=db):
-                stored.next_check_at = dbtime.after(immunity)
-                stored.save(using=db, force_insert=True)
-                MessageKey.objects.using(db).bulk_create(keys)
-                stored_event.save(using=db, force_insert=True)
-            stored.refresh_from_db(using=db, fields=["created_at", "next_check_at"])
-        stored._state.adding = False
-        stored._state.db = db
-        return stored
+        return store_half(message, self.producer_group, producer_identity())
 
     @staticmethod
     def _run_local_transaction(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Optional
 
 from django.db import transaction
@@ -244,19 +244,29 @@ def message_postpone(
         return moved
 
 
-def messages_claim_for_check(*, limit: int, lease: float) -> tuple[str, list[Message]]:
+def messages_claim_for_check(
+    *,
+    limit: int,
+    lease: float,
+    producer_groups: Optional[Collection[str]] = None,
+    exclude_groups: Collection[str] = (),
+) -> tuple[str, list[Message]]:
     """Lease up to ``limit`` HALF messages due for a check (oldest first) to one check pass
     for ``lease`` seconds: ``FOR UPDATE SKIP LOCKED`` so concurrent passes never take the
     same message, and the lock is held only for this statement's transaction. A pass that
     dies or freezes holding the lease only delays those messages until it ends (then they
-    are due again, uncounted)."""
+    are due again, uncounted). ``producer_groups``: only theirs; ``exclude_groups``: not
+    theirs (remote producer groups, checked by the gRPC server holding their streams)."""
     db = broker_db()
     token = uuid.uuid4().hex
+    due = Message.objects.using(db).due_for_check()
+    if producer_groups is not None:
+        due = due.filter(producer_group__in=list(producer_groups))
+    if exclude_groups:
+        due = due.exclude(producer_group__in=list(exclude_groups))
     with transaction.atomic(using=db):
         picked = list(
-            Message.objects.using(db)
-            .due_for_check()
-            .select_for_update(skip_locked=True)
+            due.select_for_update(skip_locked=True)
             .order_by("next_check_at")
             .values_list("pk", flat=True)[:limit]
         )

@@ -93,6 +93,15 @@ class MessageView:
         """The first business key (most messages carry one)."""
         return self.keys[0] if self.keys else None
 
+    @property
+    def body_bytes(self) -> bytes:
+        """The body as bytes: exactly what a RocketMQ client sent over gRPC (whose body
+        is JSON when it was JSON text, else ``{"$bytes": "<base64>"}``; see
+        txbroker.grpcapi.bodies), or a Django producer's body as compact UTF-8 JSON."""
+        from txbroker.grpcapi.bodies import to_bytes
+
+        return to_bytes(self.body, self.properties)
+
 
 @dataclass(frozen=True)
 class ConsumedMessage(MessageView):

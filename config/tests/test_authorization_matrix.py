@@ -60,6 +60,7 @@ API = [
     ("get", "/api/txbroker/dead-letters/", None, (401, 403, 403, 403, 200, 200)),
     ("post", "/api/txbroker/dead-letters/replay/", {"dry_run": True}, (401, 403, 403, 403, 403, 202)),
     ("get", "/api/txbroker/stats/", None, (401, 403, 403, 403, 200, 200)),
+    ("get", "/api/txbroker/grpc-clients/", None, (401, 403, 403, 403, 200, 200)),
     ("get", "/api/txbroker/blocked-groups/", None, (401, 403, 403, 403, 200, 200)),
     ("post", "/api/txbroker/messages/{delayed}/recall/", None, (401, 403, 403, 403, 403, 202)),
     (
@@ -93,6 +94,7 @@ ADMIN = [
     ),
     ("get", "/admin/txbroker/deadletter/", None, (302, 302, 302, 403, 200, 200)),
     ("get", "/admin/txbroker/dashboard/", None, (302, 302, 302, 403, 200, 200)),
+    ("get", "/admin/txbroker/grpcclient/", None, (302, 302, 302, 403, 200, 200)),
 ]
 
 

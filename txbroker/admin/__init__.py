@@ -9,8 +9,9 @@ primary key and key indexes.
 
 ``messages``: the message list and page; ``message_actions``: their confirmation pages
 and bulk actions; ``group_actions``: recall, skip and the blocked message groups page; ``deliveries``: a message's deliveries and the dead-letter queue;
-``dashboard``: the dashboard page; ``html``: shared HTML helpers.
+``dashboard``: the dashboard page; ``grpc_clients``: the RocketMQ clients over gRPC;
+``html``: shared HTML helpers.
 """
 
 # Django imports txbroker.admin (autodiscovery): these modules register the ModelAdmins.
-from txbroker.admin import dashboard, deliveries, messages  # noqa: F401
+from txbroker.admin import dashboard, deliveries, grpc_clients, messages, remote  # noqa: F401

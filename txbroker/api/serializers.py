@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from txbroker.models import Delivery, Message, TraceEvent
+from txbroker.models import Delivery, GrpcClient, Message, TraceEvent
 
 
 class DeliverySummarySerializer(serializers.ModelSerializer):
@@ -203,3 +203,26 @@ class StatsSerializer(serializers.Serializer):
 
 class BrokerErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class GrpcClientSerializer(serializers.Serializer):
+    client_id = serializers.CharField()
+    group = serializers.CharField(help_text="the producer group (a topic) or consumer group")
+    kind = serializers.ChoiceField(choices=GrpcClient.Kind.choices)
+    address = serializers.CharField()
+    agent = serializers.CharField(help_text="the client's language and version")
+    live = serializers.BooleanField(
+        source="is_live", help_text="heard from within TXBROKER_GRPC_CLIENT_TIMEOUT"
+    )
+    stream_process = serializers.SerializerMethodField(
+        help_text="the txbroker_grpc process holding its stream, or ''"
+    )
+    first_seen_at = serializers.DateTimeField()
+    last_heartbeat_at = serializers.DateTimeField()
+
+    def get_stream_process(self, obj) -> str:
+        return obj.stream_process if obj.is_streaming else ""
+
+
+class GrpcClientFilterSerializer(serializers.Serializer):
+    group = serializers.CharField(required=False, max_length=255)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import group_views, views
+from . import group_views, grpc_views, views
 
 app_name = "txbroker-api"
 
@@ -19,4 +19,5 @@ urlpatterns = [
     path("dead-letters/", views.DeadLetterListView.as_view(), name="dead-letter-list"),
     path("dead-letters/replay/", views.DeadLetterReplayView.as_view(), name="dead-letter-replay"),
     path("stats/", views.StatsView.as_view(), name="stats"),
+    path("grpc-clients/", grpc_views.GrpcClientListView.as_view(), name="grpc-client-list"),
 ]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +22,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.db import connection
 
-from txbroker.testing import Proc, wait_until, worker_argv
+from txbroker.testing import Proc, free_port, wait_until, worker_argv
 
 # The folder that holds the txbroker package (the repository's root in a checkout).
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,3 +269,60 @@ def processes(tmp_path) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+# --- the gRPC endpoint (manage.py txbroker_grpc) -------------------------------------------
+GRPC_ACCESS_KEY = "txbroker-tests"
+GRPC_SECRET = "txbroker-tests-secret"
+
+
+@dataclass
+class GrpcServer:
+    """A running ``manage.py txbroker_grpc``: where official clients reach it, and the
+    credentials it accepts."""
+
+    endpoint: str
+    access_key: str
+    secret: str
+    proc: Proc
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_grpc(
+    log_dir: Path,
+    name: str = "grpc",
+    *,
+    port: Optional[int] = None,
+    extra_args: tuple[str, ...] = (),
+    **env: str,
+) -> GrpcServer:
+    """``manage.py txbroker_grpc`` on 127.0.0.1 (a free port unless given) against the test
+    database, with the test credentials (unless TXBROKER_GRPC_CREDENTIALS is given), once
+    it accepts connections."""
+    port = port or free_port()
+    env = {"TXBROKER_GRPC_CREDENTIALS": f"{GRPC_ACCESS_KEY}:{GRPC_SECRET}", **env}
+    argv = manage_argv("txbroker_grpc", "--bind", f"127.0.0.1:{port}", *extra_args)
+    proc = Proc(name, argv, child_env(**env), log_dir, cwd=project_dir())
+    wait_for(
+        lambda: not proc.alive() or ("serving on" in proc.log() and _accepts(port)),
+        timeout=30,
+        what=f"{name} accepting on port {port}",
+    )
+    assert proc.alive(), f"{name} exited:\n{proc.log()[-3000:]}"
+    return GrpcServer(endpoint=f"127.0.0.1:{port}", access_key=GRPC_ACCESS_KEY, secret=GRPC_SECRET, proc=proc)
+
+
+@pytest.fixture
+def grpc_server(transactional_db, broker_env, tmp_path) -> Iterator[GrpcServer]:
+    """A real ``manage.py txbroker_grpc`` process on the test database (credentials
+    ``.access_key``/``.secret``), stopped after the test."""
+    server = start_grpc(tmp_path)
+    yield server
+    server.proc.stop()
