@@ -29,6 +29,7 @@ from txbroker.grpcapi.clients import STREAMS
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import Caller, pb, spb
 from txbroker.grpcapi.wire import message_pb
+from txbroker.metrics import observe_check_pass
 from txbroker.models import Message, TraceEvent
 from txbroker.transitions import (
     message_check_skipped,
@@ -104,12 +105,16 @@ def _settle(message: Message, pending: Pending, resolution: int, detail: str) ->
     )
     settled = {"prelude": [event], "check_token": pending.token, "check_times": pending.check_times}
     if resolution == pb.TransactionResolution.COMMIT:
-        return message_commit(message, by="check-back", **settled)
-    if resolution == pb.TransactionResolution.ROLLBACK:
-        return message_rollback(message, by="check-back", **settled)
-    if pending.check_times >= check_max:
-        return message_discard(message, **settled)
-    return message_postpone(message, delay=txsettings.CHECK_INTERVAL, **settled)
+        outcome, moved = "COMMITTED", message_commit(message, by="check-back", **settled)
+    elif resolution == pb.TransactionResolution.ROLLBACK:
+        outcome, moved = "ROLLED_BACK", message_rollback(message, by="check-back", **settled)
+    elif pending.check_times >= check_max:
+        outcome, moved = "DISCARDED", message_discard(message, **settled)
+    else:
+        outcome, moved = "UNKNOWN", message_postpone(message, delay=txsettings.CHECK_INTERVAL, **settled)
+    if moved:  # counted as the Celery pass's checks are (txbroker_checks, txbroker_discards)
+        observe_check_pass({outcome: 1})
+    return moved
 
 
 def recover_command(message: Message) -> spb.TelemetryCommand:
