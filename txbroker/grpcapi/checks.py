@@ -146,24 +146,25 @@ def check_once() -> int:
     sent = 0
     for message in batch:
         stream = STREAMS.pick(message.producer_group, PRODUCER)
-        if stream is None or not stream.send(recover_command(message)):
-            message_check_skipped(
-                message,
-                token=token,
-                delay=interval,
-                detail=f"no live gRPC producer of group {message.producer_group!r} to ask; not counted",
-            )
-            continue
-        PENDING.put(
-            message.msg_id,
-            Pending(
+        if stream is not None:
+            # Pending before it is sent: a quick answer must find it.
+            pending = Pending(
                 token=token,
                 check_times=message.check_times + 1,
                 client_id=stream.who.client_id,
                 sent_at=time.monotonic(),
-            ),
+            )
+            PENDING.put(message.msg_id, pending)
+            if stream.send(recover_command(message)):
+                sent += 1
+                continue
+            PENDING.pop(message.msg_id)
+        message_check_skipped(
+            message,
+            token=token,
+            delay=interval,
+            detail=f"no live gRPC producer of group {message.producer_group!r} to ask; not counted",
         )
-        sent += 1
     return sent
 
 
