@@ -154,8 +154,15 @@ def gauge_stats() -> dict[str, Any]:
     with _gauges_lock:
         now = _clock()
         if _gauges is None or max_age <= 0 or now - _gauges[0] >= max_age:
-            _gauges = (now, stats())
+            _gauges = (now, {**stats(), "grpc_clients": _grpc_clients()})
         return _gauges[1]
+
+
+def _grpc_clients() -> dict[tuple[str, bool], int]:
+    from txbroker.db import broker_db
+    from txbroker.models import GrpcClient
+
+    return GrpcClient.objects.using(broker_db()).counts(txsettings.GRPC_CLIENT_TIMEOUT)
 
 
 class BrokerCollector(Collector):
@@ -192,6 +199,15 @@ class BrokerCollector(Collector):
         yield deliveries
         yield backlog
         yield oldest
+
+        clients = GaugeMetricFamily(
+            "txbroker_grpc_clients",
+            "RocketMQ clients over gRPC by kind, live (heard from within TXBROKER_GRPC_CLIENT_TIMEOUT) or not.",
+            labels=["kind", "live"],
+        )
+        for (kind, live), n in sorted(data.get("grpc_clients", {}).items()):
+            clients.add_metric([kind, "true" if live else "false"], n)
+        yield clients
 
 
 def _registry() -> CollectorRegistry:

@@ -29,6 +29,7 @@ from txbroker.grpcapi.clients import STREAMS
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import Caller, pb, spb
 from txbroker.grpcapi.wire import message_pb
+from txbroker.metrics import observe_check_pass
 from txbroker.models import Message, TraceEvent
 from txbroker.transitions import (
     message_check_skipped,
@@ -104,12 +105,16 @@ def _settle(message: Message, pending: Pending, resolution: int, detail: str) ->
     )
     settled = {"prelude": [event], "check_token": pending.token, "check_times": pending.check_times}
     if resolution == pb.TransactionResolution.COMMIT:
-        return message_commit(message, by="check-back", **settled)
-    if resolution == pb.TransactionResolution.ROLLBACK:
-        return message_rollback(message, by="check-back", **settled)
-    if pending.check_times >= check_max:
-        return message_discard(message, **settled)
-    return message_postpone(message, delay=txsettings.CHECK_INTERVAL, **settled)
+        outcome, moved = "COMMITTED", message_commit(message, by="check-back", **settled)
+    elif resolution == pb.TransactionResolution.ROLLBACK:
+        outcome, moved = "ROLLED_BACK", message_rollback(message, by="check-back", **settled)
+    elif pending.check_times >= check_max:
+        outcome, moved = "DISCARDED", message_discard(message, **settled)
+    else:
+        outcome, moved = "UNKNOWN", message_postpone(message, delay=txsettings.CHECK_INTERVAL, **settled)
+    if moved:  # counted as the Celery pass's checks are (txbroker_checks, txbroker_discards)
+        observe_check_pass({outcome: 1})
+    return moved
 
 
 def recover_command(message: Message) -> spb.TelemetryCommand:
@@ -141,24 +146,25 @@ def check_once() -> int:
     sent = 0
     for message in batch:
         stream = STREAMS.pick(message.producer_group, PRODUCER)
-        if stream is None or not stream.send(recover_command(message)):
-            message_check_skipped(
-                message,
-                token=token,
-                delay=interval,
-                detail=f"no live gRPC producer of group {message.producer_group!r} to ask; not counted",
-            )
-            continue
-        PENDING.put(
-            message.msg_id,
-            Pending(
+        if stream is not None:
+            # Pending before it is sent: a quick answer must find it.
+            pending = Pending(
                 token=token,
                 check_times=message.check_times + 1,
                 client_id=stream.who.client_id,
                 sent_at=time.monotonic(),
-            ),
+            )
+            PENDING.put(message.msg_id, pending)
+            if stream.send(recover_command(message)):
+                sent += 1
+                continue
+            PENDING.pop(message.msg_id)
+        message_check_skipped(
+            message,
+            token=token,
+            delay=interval,
+            detail=f"no live gRPC producer of group {message.producer_group!r} to ask; not counted",
         )
-        sent += 1
     return sent
 
 

@@ -5,7 +5,7 @@ consumer group). Imported by txbroker.models: part of txbroker's tables."""
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, Count, Q, Value, When
 from django.db.models.functions import Now
 
 
@@ -29,6 +29,11 @@ class GrpcClientQuerySet(models.QuerySet):
                 default=Value(False),
             ),
         )
+
+    def counts(self, timeout: float) -> dict[tuple[str, bool], int]:
+        """{(kind, live): clients} (one grouped count)."""
+        rows = self.with_liveness(timeout).values_list("kind", "is_live").annotate(n=Count("id")).order_by()
+        return {(kind, live): n for kind, live, n in rows}
 
     def streaming_producer_groups(self, timeout: float) -> set[str]:
         """Producer groups with a live gRPC producer whose telemetry stream a live

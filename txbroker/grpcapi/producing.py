@@ -27,6 +27,7 @@ from txbroker.grpcapi.models import GrpcClient
 from txbroker.grpcapi.protocol import OK, Caller, Code, RpcError, caller, pb, spb, status, topic_of, unary
 from txbroker.models import Message, MessageKey, TraceEvent
 from txbroker.producer import new_message, store_half
+from txbroker.trace import trace_many
 from txbroker.transitions import message_commit, message_rollback, message_send_committed
 from txbroker.types import OutgoingMessage
 
@@ -209,7 +210,7 @@ class ProducerRPCs:
         elif resolution == pb.TransactionResolution.ROLLBACK:
             done, wanted = message_rollback(message, by=source, prelude=[event]), Message.State.ROLLED_BACK
         else:
-            event.save(using=broker_db())
+            trace_many([event])  # UNKNOWN: recorded; check-back settles it
             return spb.EndTransactionResponse(status=OK)
         if not done:
             state = Message.objects.using(broker_db()).values_list("state", flat=True).get(pk=msg_id)

@@ -72,3 +72,19 @@ def test_the_api_lists_grpc_clients(admin_client):
     only = admin_client.get("/api/txbroker/grpc-clients/", {"group": "billing"}).json()
     assert [r["client_id"] for r in only] == ["c-2"]
     assert admin_client.get("/api/txbroker/grpc-clients/", {"group": "x\x00"}).status_code == 400
+
+
+def test_metrics_count_grpc_clients_by_kind_and_liveness(client, broker_setting, monkeypatch):
+    from txbroker import metrics
+    from txbroker.tests.test_metrics import scrape, value
+
+    broker_setting("TXBROKER_METRICS_CACHE_SECONDS", "0")
+    monkeypatch.setattr(metrics, "_gauges", None)
+    GrpcClient.objects.create(client_id="c-1", group="grpc-orders", kind="PRODUCER")
+    GrpcClient.objects.create(client_id="c-1", group="grpc-billing", kind="PRODUCER")
+    GrpcClient.objects.create(client_id="c-2", group="billing", kind="SIMPLE_CONSUMER")
+    GrpcClient.objects.filter(client_id="c-2").update(last_heartbeat_at=Now() - timedelta(hours=1))
+
+    samples = scrape(client)
+    assert value(samples, "txbroker_grpc_clients", kind="PRODUCER", live="true") == 2
+    assert value(samples, "txbroker_grpc_clients", kind="SIMPLE_CONSUMER", live="false") == 1

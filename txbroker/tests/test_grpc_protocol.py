@@ -142,3 +142,29 @@ def test_a_transaction_recovery_duration_is_the_check_immunity_and_a_millisecond
     delayed.system_properties.delivery_timestamp.seconds = at_ms
     assert send(stub, delayed).status.code == Code.OK
     assert Message.objects.get(pk="01" + "CD" * 16).deliver_at.timestamp() == at_ms / 1000
+
+
+def test_end_transaction_unknown_then_commit_twice_then_rollback(stub):
+    client, server = stub
+    assert send(stub, rocket_message(kind=pb.MessageType.TRANSACTION)).status.code == Code.OK
+
+    def end(resolution):
+        request = spb.EndTransactionRequest(
+            topic=pb.Resource(name="grpc-protocol"),
+            message_id=MESSAGE_ID,
+            transaction_id=MESSAGE_ID,
+            resolution=resolution,
+            source=pb.TransactionSource.SOURCE_CLIENT,
+        )
+        return client.EndTransaction(request, metadata=signed(server), timeout=10).status
+
+    assert end(pb.TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED).code == Code.OK
+    message = Message.objects.get(pk=MESSAGE_ID)
+    assert message.state == Message.State.HALF
+    assert message.trace.filter(event="LOCAL_TRANSACTION", detail__startswith="UNKNOWN (gRPC client").exists()
+    # The same answer again (a retry after a lost answer) is OK; the other one is refused.
+    assert end(pb.TransactionResolution.COMMIT).code == Code.OK
+    assert end(pb.TransactionResolution.COMMIT).code == Code.OK
+    refused = end(pb.TransactionResolution.ROLLBACK)
+    assert refused.code == Code.PRECONDITION_FAILED and "COMMITTED" in refused.message
+    assert Message.objects.get(pk=MESSAGE_ID).state == Message.State.COMMITTED

@@ -17,7 +17,7 @@ from txbroker import checkback
 from txbroker.grpcapi.models import GrpcClient
 from txbroker.models import Message, TraceEvent
 from txbroker.producer import store_half
-from txbroker.tests.processes import wait_for
+from txbroker.tests.processes import start_grpc, wait_for
 from txbroker.tests.test_grpc_producer import message, producer
 from txbroker.types import OutgoingMessage
 
@@ -148,3 +148,42 @@ def test_the_celery_check_pass_leaves_groups_a_grpc_server_streams_to_alone(brok
     stored = Message.objects.get(pk=half.msg_id)
     assert stored.state == Message.State.HALF and stored.check_times == 0
     assert stored.trace.filter(event=Event.CHECK_SKIPPED).exists()
+
+
+class Silent(TransactionChecker):
+    """Never answers in time: waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def check(self, message):
+        self.release.wait(30)
+        return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED
+
+
+@pytest.mark.parametrize(
+    ("checker", "last_check"),
+    [(Recording(), "check 2/2: UNKNOWN (gRPC client"), (Silent(), "check 2/2: UNKNOWN (gRPC client")],
+    ids=["unknown", "no-answer"],
+)
+def test_unknown_or_missing_answers_count_until_the_message_is_discarded(
+    broker_env, tmp_path, checker, last_check
+):
+    server = start_grpc(tmp_path, TXBROKER_CHECK_MAX="2", TXBROKER_CHECK_TIMEOUT="1")
+    try:
+        with producer(server, "grpc-unsure", checker=checker) as client:
+            receipt = client.send(message("grpc-unsure", b'{"order":5}'), client.begin_transaction())
+            wait_for(
+                lambda: state_of(receipt.message_id) == Message.State.DISCARDED, timeout=40, what="discarded"
+            )
+            if isinstance(checker, Silent):
+                checker.release.set()
+    finally:
+        server.proc.stop()
+    stored = Message.objects.get(pk=receipt.message_id)
+    assert stored.check_times == 2
+    checks = list(stored.trace.filter(event=Event.CHECK).values_list("detail", flat=True))
+    assert len(checks) == 2 and checks[-1].startswith(last_check)
+    if isinstance(checker, Silent):
+        assert "did not answer within 1 s" in checks[-1]
+    assert stored.trace.filter(event=Event.DISCARDED).exists()
