@@ -129,6 +129,32 @@ def parse_credentials(value: Any) -> dict[str, str]:
     return dict(pairs)
 
 
+GRPC_MESSAGE_TYPES = ("NORMAL", "FIFO", "DELAY", "TRANSACTION")
+
+
+def parse_topic_types(value: Any) -> dict[str, frozenset[str]]:
+    """``"orders=FIFO,audit=NORMAL|DELAY"`` (or a dict of lists) -> {topic: the message types
+    it accepts}; a topic not named accepts them all."""
+    if isinstance(value, dict):
+        items = [(str(k), v if isinstance(v, str) else "|".join(v)) for k, v in value.items()]
+    else:
+        items = []
+        for part in str(value or "").split(","):
+            if part.strip():
+                topic, sep, kinds = part.strip().partition("=")
+                if not sep or not topic.strip():
+                    raise ValueError(f"entry {part.strip()[:40]!r} is not topic=TYPE|TYPE")
+                items.append((topic.strip(), kinds))
+    parsed = {}
+    for topic, kinds in items:
+        names = frozenset(kind.strip().upper() for kind in kinds.split("|") if kind.strip())
+        unknown = names - set(GRPC_MESSAGE_TYPES)
+        if not names or unknown:
+            raise ValueError(f"topic {topic!r}: types must be among {', '.join(GRPC_MESSAGE_TYPES)}")
+        parsed[topic] = names
+    return parsed
+
+
 def _address(value: Any) -> str:
     """``host:port`` or ''."""
     text = str(value or "").strip()
@@ -228,6 +254,10 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_GRPC_WORKERS": Setting(64, _positive_int),
     # A client whose last heartbeat (or telemetry) is older than this is not live.
     "TXBROKER_GRPC_CLIENT_TIMEOUT": Setting(30.0, _non_negative_float),
+    # Topics restricted to some message types over gRPC ("orders=FIFO,audit=NORMAL|DELAY"):
+    # their routes list only those, and a message of another type is refused. A topic not
+    # named accepts NORMAL, FIFO, DELAY and TRANSACTION.
+    "TXBROKER_GRPC_TOPIC_TYPES": Setting("", parse_topic_types),
     # The largest message body accepted over gRPC (bytes).
     "TXBROKER_GRPC_MAX_BODY_SIZE": Setting(4 * 1024 * 1024, _positive_int),
     # Fault injection (tests and chaos runs only): point=probability,...

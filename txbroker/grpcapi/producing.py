@@ -101,6 +101,12 @@ def parse(message: pb.Message) -> tuple[OutgoingMessage, str, int]:
     if not _MESSAGE_ID.match(sp.message_id):
         raise RpcError(Code.ILLEGAL_MESSAGE_ID, f"illegal message id {sp.message_id[:80]!r}")
     kind = _message_type(sp)
+    allowed = txsettings.GRPC_TOPIC_TYPES.get(topic)
+    if allowed is not None and MessageType.Name(kind) not in allowed:
+        raise RpcError(
+            Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE,
+            f"topic {topic} takes {' and '.join(sorted(allowed))} messages, not {MessageType.Name(kind)}",
+        )
     tag = sp.tag if sp.HasField("tag") else ""
     if sp.HasField("tag") and (not tag.strip() or "|" in tag or "\x00" in tag or len(tag) > 255):
         raise RpcError(Code.ILLEGAL_MESSAGE_TAG, f"illegal tag {tag[:80]!r}")

@@ -30,7 +30,8 @@ from txbroker.grpcapi.protocol import (
 
 logger = logging.getLogger("txbroker.grpc")
 
-# Every topic takes every message type txbroker stores (RocketMQ 5 types a topic).
+# Every topic takes every message type txbroker stores (RocketMQ 5 types a topic), unless
+# TXBROKER_GRPC_TOPIC_TYPES restricts it.
 ACCEPTED_TYPES = [
     pb.MessageType.NORMAL,
     pb.MessageType.FIFO,
@@ -64,8 +65,17 @@ def message_queue(topic: str, endpoints: pb.Endpoints) -> pb.MessageQueue:
         id=QUEUE_ID,
         permission=pb.Permission.READ_WRITE,
         broker=pb.Broker(name=BROKER_NAME, id=0, endpoints=endpoints),
-        accept_message_types=ACCEPTED_TYPES,
+        accept_message_types=accepted_types(topic),
     )
+
+
+def accepted_types(topic: str) -> list[int]:
+    """The message types ``topic`` takes: all of ACCEPTED_TYPES, unless
+    TXBROKER_GRPC_TOPIC_TYPES restricts it."""
+    restricted = txsettings.GRPC_TOPIC_TYPES.get(topic)
+    if restricted is None:
+        return ACCEPTED_TYPES
+    return [kind for kind in ACCEPTED_TYPES if pb.MessageType.Name(kind) in restricted]
 
 
 class SessionRPCs:

@@ -14,6 +14,7 @@ from rocketmq.grpc_protocol.service_pb2_grpc import MessagingServiceStub
 
 from txbroker.grpcapi.auth import DATE_FORMAT, sign
 from txbroker.models import Message
+from txbroker.tests.processes import start_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 Code = pb.Code
@@ -168,3 +169,29 @@ def test_end_transaction_unknown_then_commit_twice_then_rollback(stub):
     refused = end(pb.TransactionResolution.ROLLBACK)
     assert refused.code == Code.PRECONDITION_FAILED and "COMMITTED" in refused.message
     assert Message.objects.get(pk=MESSAGE_ID).state == Message.State.COMMITTED
+
+
+def test_a_topic_restricted_by_setting_routes_and_takes_only_its_types(
+    transactional_db, broker_env, tmp_path
+):
+    server = start_grpc(tmp_path, TXBROKER_GRPC_TOPIC_TYPES="grpc-protocol=FIFO|TRANSACTION")
+    channel = grpc.insecure_channel(server.endpoint)
+    try:
+        stub = (MessagingServiceStub(channel), server)
+        route = stub[0].QueryRoute(
+            spb.QueryRouteRequest(topic=pb.Resource(name="grpc-protocol")),
+            metadata=signed(server),
+            timeout=10,
+        )
+        [queue] = route.message_queues
+        assert set(queue.accept_message_types) == {pb.MessageType.FIFO, pb.MessageType.TRANSACTION}
+        refused = send(stub, rocket_message())  # NORMAL
+        assert refused.entries[0].status.code == Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE
+        assert "takes FIFO and TRANSACTION messages, not NORMAL" in refused.entries[0].status.message
+        assert not Message.objects.exists()
+        fifo = send(stub, rocket_message(kind=pb.MessageType.FIFO, message_group="g"))
+        assert fifo.status.code == Code.OK
+        assert Message.objects.get(pk=MESSAGE_ID).message_group == "g"
+    finally:
+        channel.close()
+        server.proc.stop()
