@@ -12,6 +12,7 @@ reproduces it."""
 
 import os
 
+import pytest
 from hypothesis import settings
 
 pytest_plugins = ["txbroker.tests.processes"]
@@ -27,3 +28,14 @@ settings.register_profile(
     max_examples=int(os.environ.get("FUZZ_MAX_EXAMPLES", "1000")),
 )
 settings.load_profile("suite")
+
+
+@pytest.fixture(autouse=True)
+def _no_remote_subscriptions_from_other_tests():
+    """Remote (gRPC) subscriptions are cached per process (txbroker.remote_groups): a test
+    starts and ends with an empty cache, so no test sees a group another one subscribed."""
+    from txbroker.remote_groups import forget_subscriptions
+
+    forget_subscriptions()
+    yield
+    forget_subscriptions()
