@@ -272,3 +272,70 @@ def delivery_fail(
     )
     (moved,) = _execute(db, sql, [*params, *trace_params])
     return moved == 1
+
+
+# --- a batch in one transaction (txbroker.batch) ------------------------------------------------
+def batch_start(db: str, ids: Sequence[int], token: str, *, claim_timeout: float) -> Optional[dict[int, int]]:
+    """Start the handlers of the claimed deliveries ``ids`` together (each one's attempt
+    counts from here) and renew their claims, only those still ``token``'s. Returns
+    {id: attempt number}; None when this database has no fast path."""
+    if not enabled(db):
+        return None
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Delivery)} SET attempts = attempts + 1, started_at = {SQL_NOW}, "
+            f"claimed_until = {sql_after()}, updated_at = {SQL_NOW} "
+            "WHERE id = ANY(%s) AND claim_token = %s AND status = %s RETURNING id, attempts",
+            [claim_timeout, list(ids), token, RUNNING],
+        )
+        return dict(cursor.fetchall())
+
+
+def batch_lock(db: str, ids: Sequence[int], token: str) -> set[int]:
+    """Lock, to the end of the caller's transaction, those of ``ids`` whose claim is still
+    ``token``'s (in id order, so two lockers never deadlock); returns their ids."""
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {_table(Delivery)} WHERE id = ANY(%s) AND claim_token = %s AND status = %s "
+            "ORDER BY id FOR UPDATE",
+            [list(ids), token, RUNNING],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def batch_unstart(db: str, ids: Sequence[int], token: str) -> int:
+    """Take back the start of those of ``ids`` (locked by the caller) whose handler did not
+    run in the batch's transaction: never started, attempts as before."""
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Delivery)} SET attempts = attempts - 1, started_at = NULL, updated_at = {SQL_NOW} "
+            "WHERE id = ANY(%s) AND claim_token = %s AND status = %s AND started_at IS NOT NULL",
+            [list(ids), token, RUNNING],
+        )
+        return cursor.rowcount
+
+
+def batch_succeed(
+    db: str, ids: Sequence[int], token: str, *, events: Sequence[TraceEvent]
+) -> dict[int, datetime]:
+    """RUNNING -> SUCCEEDED of the deliveries ``ids`` (while the claim is ``token``'s), each
+    with its trace row from ``events`` (one per delivery, only for those that moved), in
+    one statement. Returns {id: succeeded_at} of those that moved."""
+    parts = [
+        f"moved AS (UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
+        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false "
+        "WHERE id = ANY(%s) AND claim_token = %s AND status = %s "
+        "RETURNING id, message_id, consumer_group, succeeded_at)"
+    ]
+    params: list[Any] = [Delivery.Status.SUCCEEDED, list(ids), token, RUNNING]
+    if events:
+        columns, values, more = _rows(db, events, cast=True)
+        parts.append(
+            f"t AS (INSERT INTO {_table(TraceEvent)} ({columns}) SELECT * FROM (VALUES {values}) AS v ({columns}) "
+            "WHERE EXISTS (SELECT 1 FROM moved AS m WHERE m.message_id = v.message_id "
+            "AND m.consumer_group = v.consumer_group))"
+        )
+        params += more
+    with connections[db].cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT id, succeeded_at FROM moved", params)
+        return dict(cursor.fetchall())
