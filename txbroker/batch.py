@@ -137,11 +137,17 @@ def _run_chunk(
             succeeded_at = _settle(
                 db, token, [(d, ms) for d, status, ms in done if status == Status.SUCCEEDED]
             )
-    except ClaimLost:  # ruled out by the rows' locks: nothing of this transaction committed
+    except (ClaimLost, *SESSION_LOST) as lost:
+        # Nothing of this transaction committed: its attempts are void, not this worker's
+        # to record (its session was ended, e.g. it froze past the idle-in-transaction
+        # timeout and its claims went to another worker; or, ruled out by the row locks,
+        # a claim was taken back).
         for delivery in mine:
             _log_claim_lost(delivery)
         report.skipped += len(mine)
-        return []
+        if isinstance(lost, ClaimLost):
+            return []
+        raise
     for delivery, status, elapsed_ms in done:
         _observe(delivery, status, elapsed_ms, succeeded_at.get(delivery.pk), report)
     if interrupted is not None:
