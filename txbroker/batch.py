@@ -9,7 +9,7 @@ with the fast path): what txbroker.delivery does per delivery, done per batch.
    TXBROKER_HANDLER_TIMEOUT. A failing handler rolls back to its savepoint and its failed
    attempt is recorded (RETRY or DEAD, with its trace rows) in the same transaction; the
    others are not disturbed. One statement then settles every delivery whose handler
-   succeeded (each with its trace row), and the transaction commits: the handlers'
+   succeeded (each with its handler's time), and the transaction commits: the handlers'
    writes and their deliveries' moves together, exactly once.
 
 The bound: a transaction stops taking handlers once it has been open
@@ -52,7 +52,7 @@ from txbroker.delivery import (
 from txbroker.delivery_transitions import ClaimLost, mark_failed, release
 from txbroker.faults import fault_point
 from txbroker.metrics import observe_delivery
-from txbroker.models import Delivery, TraceEvent
+from txbroker.models import Delivery
 from txbroker.registry import registry
 from txbroker.timeouts import STOP_EXCEPTIONS
 
@@ -181,22 +181,12 @@ def _run_one(delivery: Delivery, token: str) -> tuple[str, float, Optional[BaseE
 
 
 def _settle(db: str, token: str, succeeded: list[tuple[Delivery, float]]) -> dict[int, datetime]:
-    """RUNNING -> SUCCEEDED of every delivery whose handler succeeded, each with its trace
-    row, in one statement; raises ClaimLost (rolling the batch back) if one did not move,
-    which the rows' locks rule out."""
+    """RUNNING -> SUCCEEDED of every delivery whose handler succeeded, each with its
+    handler's time, in one statement; raises ClaimLost (rolling the batch back) if one did
+    not move, which the rows' locks rule out."""
     if not succeeded:
         return {}
-    events = [
-        TraceEvent(
-            message_id=delivery.message_id,
-            event=TraceEvent.Event.DELIVERY_ATTEMPT,
-            consumer_group=delivery.consumer_group,
-            detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
-            outcome=TraceEvent.Outcome.SUCCEEDED,
-        )
-        for delivery, elapsed_ms in succeeded
-    ]
-    moved = fastpath.batch_succeed(db, [d.pk for d, _ in succeeded], token, events=events)
+    moved = fastpath.batch_succeed(db, {d.pk: ms for d, ms in succeeded}, token)
     if len(moved) != len(succeeded):
         raise ClaimLost
     return moved

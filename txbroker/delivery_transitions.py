@@ -189,20 +189,12 @@ def start_attempt(delivery: Delivery, token: str) -> int:
 
 # --- the end of an attempt ----------------------------------------------------------------
 def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
-    """RUNNING -> SUCCEEDED with its trace row; returns when (database time). Raises
+    """RUNNING -> SUCCEEDED, the handler's time on the row (the trace shows the attempt
+    from it: txbroker.trace.with_successes); returns when (database time). Raises
     ClaimLost (rolling the handler back) if the claim is gone, which the row lock taken
     in this transaction rules out."""
     db = broker_db()
-    # Every attempt keeps its trace row (the operator's per-message history), written in
-    # the same statement as the move on PostgreSQL, so it costs no extra round trip.
-    event = TraceEvent(
-        message_id=delivery.message_id,
-        event=Event.DELIVERY_ATTEMPT,
-        consumer_group=delivery.consumer_group,
-        detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
-        outcome=TraceEvent.Outcome.SUCCEEDED,
-    )
-    done = fastpath.delivery_succeed(db, delivery.pk, token, event=event)
+    done = fastpath.delivery_succeed(db, delivery.pk, token, duration_ms=elapsed_ms)
     if done is not None:
         moved, succeeded_at = done
     else:
@@ -216,11 +208,11 @@ def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
                 updated_at=dbtime.now(),
                 last_error="",
                 run_alone=False,
+                duration_ms=elapsed_ms,
             )
         )
         succeeded_at = None
         if moved:
-            trace_many([event])
             succeeded_at = (
                 Delivery.objects.using(db).values_list("succeeded_at", flat=True).get(pk=delivery.pk)
             )

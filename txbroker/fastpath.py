@@ -227,23 +227,21 @@ def lock_claim(db: str, delivery_id: int, token: str) -> Optional[bool]:
 
 
 def delivery_succeed(
-    db: str, delivery_id: int, token: str, *, event: TraceEvent
+    db: str, delivery_id: int, token: str, *, duration_ms: float
 ) -> Optional[tuple[bool, Optional[datetime]]]:
-    """RUNNING -> SUCCEEDED (while the claim is ``token``'s) with its DELIVERY_ATTEMPT
-    trace row, in one statement. Returns (moved, succeeded_at); None when this database
-    has no fast path."""
+    """RUNNING -> SUCCEEDED (while the claim is ``token``'s), the handler's time kept on
+    the row (its trace line, see txbroker.trace.with_successes). Returns (moved,
+    succeeded_at); None when this database has no fast path."""
     if not enabled(db):
         return None
-    trace_sql, trace_params = _insert("t", db, [event], guarded=True)
-    sql = (
-        f"WITH moved AS (UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
-        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false "
-        "WHERE id = %s AND claim_token = %s AND status = %s RETURNING succeeded_at), "
-        f"{trace_sql} SELECT count(*), max(succeeded_at) FROM moved"
+    row = _execute(
+        db,
+        f"UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
+        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false, duration_ms = %s "
+        "WHERE id = %s AND claim_token = %s AND status = %s RETURNING succeeded_at",
+        [Delivery.Status.SUCCEEDED, duration_ms, delivery_id, token, RUNNING],
     )
-    params = [Delivery.Status.SUCCEEDED, delivery_id, token, RUNNING, *trace_params]
-    moved, succeeded_at = _execute(db, sql, params)
-    return moved == 1, succeeded_at
+    return (True, row[0]) if row else (False, None)
 
 
 def delivery_fail(
@@ -315,27 +313,17 @@ def batch_unstart(db: str, ids: Sequence[int], token: str) -> int:
         return cursor.rowcount
 
 
-def batch_succeed(
-    db: str, ids: Sequence[int], token: str, *, events: Sequence[TraceEvent]
-) -> dict[int, datetime]:
-    """RUNNING -> SUCCEEDED of the deliveries ``ids`` (while the claim is ``token``'s), each
-    with its trace row from ``events`` (one per delivery, only for those that moved), in
-    one statement. Returns {id: succeeded_at} of those that moved."""
-    parts = [
-        f"moved AS (UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
-        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false "
-        "WHERE id = ANY(%s) AND claim_token = %s AND status = %s "
-        "RETURNING id, message_id, consumer_group, succeeded_at)"
-    ]
-    params: list[Any] = [Delivery.Status.SUCCEEDED, list(ids), token, RUNNING]
-    if events:
-        columns, values, more = _rows(db, events, cast=True)
-        parts.append(
-            f"t AS (INSERT INTO {_table(TraceEvent)} ({columns}) SELECT * FROM (VALUES {values}) AS v ({columns}) "
-            "WHERE EXISTS (SELECT 1 FROM moved AS m WHERE m.message_id = v.message_id "
-            "AND m.consumer_group = v.consumer_group))"
-        )
-        params += more
+def batch_succeed(db: str, durations: dict[int, float], token: str) -> dict[int, datetime]:
+    """RUNNING -> SUCCEEDED of the deliveries ``durations`` names (while the claim is
+    ``token``'s), each with its handler's time, in one statement. Returns {id:
+    succeeded_at} of those that moved."""
+    table = _table(Delivery)
     with connections[db].cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT id, succeeded_at FROM moved", params)
+        cursor.execute(
+            f"UPDATE {table} AS d SET status = %s, claim_token = '', claimed_until = NULL, "
+            f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false, "
+            "duration_ms = v.ms FROM unnest(%s::bigint[], %s::float8[]) AS v (id, ms) "
+            "WHERE d.id = v.id AND d.claim_token = %s AND d.status = %s RETURNING d.id, d.succeeded_at",
+            [Delivery.Status.SUCCEEDED, list(durations), list(durations.values()), token, RUNNING],
+        )
         return dict(cursor.fetchall())

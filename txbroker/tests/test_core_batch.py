@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from txbroker import batch, delivery, fastpath
+from txbroker import batch, delivery, fastpath, operations
 from txbroker.delivery_transitions import VOID_BATCH
 from txbroker.models import Delivery, TraceEvent
 from txbroker.tests.helpers import effects, send
@@ -59,8 +59,11 @@ def test_a_batch_commits_together_and_a_failing_handler_rolls_back_alone(broker_
     assert rows[sent[0]].succeeded_at == rows[sent[2]].succeeded_at
     assert effects("good-0") == effects("good-1") == {"test_all_group": 1}
     assert effects("bad") == {} and Shared.objects.get().hits == 0
-    details = list(TraceEvent.objects.filter(event="DELIVERY_ATTEMPT").values_list("message_id", "outcome"))
-    assert sorted(details) == sorted([(sent[0], "SUCCEEDED"), (sent[1], "FAILED"), (sent[2], "SUCCEEDED")])
+    # The failure is a trace row; the successes are on their rows, with their times.
+    assert list(TraceEvent.objects.filter(event="DELIVERY_ATTEMPT").values_list("message_id", "outcome")) == [
+        (sent[1], "FAILED")
+    ]
+    assert rows[sent[0]].duration_ms > 0 and rows[sent[2]].duration_ms > 0
 
     Delivery.objects.filter(status="RETRY").update(next_attempt_at=timezone.now())
     assert run().succeeded == 1
@@ -149,3 +152,29 @@ def test_off_each_delivery_runs_in_a_transaction_of_its_own(broker_env, broker_s
 
     assert statements(queries, START) == 3 and statements(queries, LOCK) == 0
     assert len(set(Delivery.objects.values_list("succeeded_at", flat=True))) == 3
+
+
+def test_a_success_writes_no_trace_row_and_the_trace_still_shows_it(broker_env):
+    msg_id = send("shown", tag="other").msg_id
+    assert delivery.deliver_due(budget_seconds=10).succeeded == 1
+
+    assert not TraceEvent.objects.filter(event="DELIVERY_ATTEMPT").exists()
+    row = Delivery.objects.get()
+    trace = operations.message_trace(msg_id)
+    assert [e.event for e in trace][-1] == "DELIVERY_ATTEMPT"
+    line = trace[-1]
+    assert (line.consumer_group, line.outcome, line.at) == ("test_all_group", "SUCCEEDED", row.succeeded_at)
+    assert line.detail == f"attempt 1: SUCCEEDED in {row.duration_ms:.1f} ms"
+
+    # A forced replay keeps the success line as a row; the next success shows from the row.
+    assert operations.replay(msg_id, force=True) == 1
+    kept = TraceEvent.objects.get(event="DELIVERY_ATTEMPT")
+    assert (kept.detail, kept.at) == (line.detail, line.at)
+    assert Delivery.objects.get().duration_ms is None
+    assert delivery.deliver_due(budget_seconds=10).succeeded == 1
+    lines = [(e.event, e.detail.split(" in ")[0]) for e in operations.message_trace(msg_id)][-3:]
+    assert lines == [
+        ("DELIVERY_ATTEMPT", "attempt 1: SUCCEEDED"),
+        ("REPLAY", "SUCCEEDED -> PENDING (forced)"),
+        ("DELIVERY_ATTEMPT", "attempt 2: SUCCEEDED"),
+    ]
