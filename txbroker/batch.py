@@ -12,6 +12,11 @@ with the fast path): what txbroker.delivery does per delivery, done per batch.
    succeeded (each with its handler's time), and the transaction commits: the handlers'
    writes and their deliveries' moves together, exactly once.
 
+Longer transactions can deadlock with each other on the handlers' rows (two batches
+updating the same two rows in opposite orders). A handler that loses a deadlock, unless it
+ran first in its transaction, rolls back to its savepoint and is no failed attempt: what
+ran before it commits (its locks go) and it runs again first in the next transaction.
+
 The bound: a transaction stops taking handlers once it has been open
 TXBROKER_BATCH_TRANSACTION_BUDGET seconds (or the worker is stopping, or the task's
 budget is spent). What ran commits; the deliveries it did not reach have their start
@@ -58,6 +63,18 @@ from txbroker.timeouts import STOP_EXCEPTIONS
 
 Status = Delivery.Status
 SESSION_LOST = (OperationalError, InterfaceError, TransactionManagementError)
+# A handler that lost a deadlock (or a serialization failure) to another batch's
+# transaction: the locks its batch-mates hold are the likely cause, not the handler.
+CONFLICTS = ("40P01", "40001")
+CONFLICT = "CONFLICT"
+
+
+def _conflict(error: BaseException) -> bool:
+    while error is not None:
+        if getattr(error, "sqlstate", None) in CONFLICTS or getattr(error, "pgcode", None) in CONFLICTS:
+            return True
+        error = error.__cause__
+    return False
 
 
 def enabled() -> bool:
@@ -127,7 +144,10 @@ def _run_chunk(
                 ):
                     left = mine[index:]
                     break
-                status, elapsed_ms, interrupted = _run_one(delivery, token)
+                status, elapsed_ms, interrupted = _run_one(delivery, token, first=not index)
+                if status == CONFLICT:  # commit what ran (its locks go), then run it again
+                    left = mine[index:]
+                    break
                 done.append((delivery, status, elapsed_ms))
                 if interrupted is not None:
                     left = mine[index + 1 :]
@@ -155,9 +175,12 @@ def _run_chunk(
     return left
 
 
-def _run_one(delivery: Delivery, token: str) -> tuple[str, float, Optional[BaseException]]:
+def _run_one(delivery: Delivery, token: str, *, first: bool) -> tuple[str, float, Optional[BaseException]]:
     """One handler in its savepoint: its status, time, and the stop exception (the task's
-    soft time limit) that interrupted it, to raise once the transaction committed."""
+    soft time limit) that interrupted it, to raise once the transaction committed. A
+    handler that lost a deadlock while not ``first`` of its transaction is no failed
+    attempt: CONFLICT, it runs again first of the next transaction (where a deadlock is
+    its own, a failure)."""
     message = delivery.message
     consumer = registry.consumer_for(message.topic, delivery.consumer_group)
     with tracing.processing(message, delivery.consumer_group, delivery.attempts) as span:
@@ -169,6 +192,9 @@ def _run_one(delivery: Delivery, token: str) -> tuple[str, float, Optional[BaseE
         except (_HandlerFailed, *STOP_EXCEPTIONS) as failed:
             elapsed_ms = (time.monotonic() - started) * 1000
             error = failed.error if isinstance(failed, _HandlerFailed) else failed
+            if not first and isinstance(failed, _HandlerFailed) and _conflict(error):
+                tracing.outcome(span, CONFLICT)
+                return CONFLICT, elapsed_ms, None
             # In the batch's transaction, which holds the row: the claim is still ours.
             status = mark_failed(delivery, token, consumer, error, elapsed_ms)
             if status is None:

@@ -5,6 +5,7 @@ worker dying mid-batch leaves its batch-mates' attempt counts as they were."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -178,3 +179,40 @@ def test_a_success_writes_no_trace_row_and_the_trace_still_shows_it(broker_env):
         ("REPLAY", "SUCCEEDED -> PENDING (forced)"),
         ("DELIVERY_ATTEMPT", "attempt 2: SUCCEEDED"),
     ]
+
+
+def test_a_handler_that_loses_a_deadlock_to_another_batch_runs_again_uncounted(broker_env, broker_setting):
+    """Two batches take two shared rows in opposite orders: PostgreSQL ends one handler's
+    wait with a deadlock error; its batch commits what ran before it and runs it again
+    first in its next transaction, as no failed attempt."""
+    broker_setting("TXBROKER_BATCH_TRANSACTION_BUDGET", "60")
+    for name in ("a", "b"):
+        Shared.objects.create(name=name)
+    # First of each batch: take one row and hold it; second: take the other one.
+    plans = {"one-first": ("a", 1.0), "one-second": ("b", 0), "two-first": ("b", 1.0), "two-second": ("a", 0)}
+    for key, (row, sleep) in plans.items():
+        Plan.objects.create(key=key, shared_lock=row, sleep_seconds=sleep)
+    batches = []
+    for pair in (("one-first", "one-second"), ("two-first", "two-second")):
+        for key in pair:
+            send(key, tag="other")
+        batches.append(delivery.claim_due(10))
+    reports = []
+
+    def run_one(token, claimed):
+        report = delivery.BatchReport()
+        delivery.run_batch(claimed, token, report)
+        reports.append(report)
+        connection.close()
+
+    threads = [threading.Thread(target=run_one, args=pair) for pair in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert sorted((r.succeeded, r.failed) for r in reports) == [(2, 0), (2, 0)]
+    assert set(Delivery.objects.values_list("status", "attempts")) == {("SUCCEEDED", 1)}
+    assert not TraceEvent.objects.filter(event="DELIVERY_ATTEMPT").exists()  # no failure recorded
+    assert {s.name: s.hits for s in Shared.objects.all()} == {"a": 2, "b": 2}
+    assert all(effects(key) == {"test_all_group": 1} for key in plans)
