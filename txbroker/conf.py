@@ -195,6 +195,15 @@ SETTINGS: dict[str, Setting] = {
     "TXBROKER_CLAIM_TIMEOUT": Setting(30.0, _non_negative_float),
     # Seconds one handler call may take; an overrun is a failed attempt (retried).
     "TXBROKER_HANDLER_TIMEOUT": Setting(20.0, _non_negative_float),
+    # A claimed batch's handlers run in one transaction, each in a savepoint, started and
+    # settled by one statement each (PostgreSQL with TXBROKER_FASTPATH; see txbroker.batch).
+    # Off: one transaction per delivery, as before (a handler that holds locks long, or
+    # whose transaction must commit on its own).
+    "TXBROKER_BATCH_TRANSACTION": Setting(True, _bool),
+    # Seconds a batch's transaction keeps taking handlers: past it, what ran commits and
+    # the rest runs in the next one. A transaction lasts at most this plus one handler
+    # (TXBROKER_HANDLER_TIMEOUT), and so does the wait of a batch-mate's commit.
+    "TXBROKER_BATCH_TRANSACTION_BUDGET": Setting(0.25, _non_negative_float),
     # Seconds one delivery task keeps claiming batches before it yields its worker slot.
     "TXBROKER_TASK_BUDGET": Setting(10.0, _non_negative_float),
     # --- consumer groups subscribed over gRPC (RocketMQ 5 clients; txbroker.remote_groups) ---

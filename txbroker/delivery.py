@@ -117,7 +117,12 @@ def run_batch(
 ) -> bool:
     """Run a claimed batch in order. Gives back what it has not started when the worker is
     stopping or the task's budget (``deadline``) is spent, so that batch-mates behind slow
-    handlers go to other workers at once; returns False then."""
+    handlers go to other workers at once; returns False then. With
+    TXBROKER_BATCH_TRANSACTION, in as few transactions as its budget allows (txbroker.batch)."""
+    from txbroker import batch as together  # it builds on this module
+
+    if together.enabled():
+        return together.run_together(batch, token, report, deadline=deadline)
     for index, delivery in enumerate(batch):
         if stopping.is_set() or (deadline is not None and time.monotonic() >= deadline):
             report.released += release(batch[index:], token)

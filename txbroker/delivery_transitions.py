@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from typing import Optional
 
 from django.db import transaction
+from django.db.models import F
 
 from txbroker import dbtime, fastpath
 from txbroker.conf import txsettings
@@ -59,6 +61,7 @@ Status = Delivery.Status
 Event = TraceEvent.Event
 
 WORKER_LOST = "worker died during the handler"
+VOID_BATCH = "claim expired in a batch that never committed (its worker died or froze)"
 
 
 class ClaimLost(Exception):
@@ -189,20 +192,12 @@ def start_attempt(delivery: Delivery, token: str) -> int:
 
 # --- the end of an attempt ----------------------------------------------------------------
 def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
-    """RUNNING -> SUCCEEDED with its trace row; returns when (database time). Raises
+    """RUNNING -> SUCCEEDED, the handler's time on the row (the trace shows the attempt
+    from it: txbroker.trace.with_successes); returns when (database time). Raises
     ClaimLost (rolling the handler back) if the claim is gone, which the row lock taken
     in this transaction rules out."""
     db = broker_db()
-    # Every attempt keeps its trace row (the operator's per-message history), written in
-    # the same statement as the move on PostgreSQL, so it costs no extra round trip.
-    event = TraceEvent(
-        message_id=delivery.message_id,
-        event=Event.DELIVERY_ATTEMPT,
-        consumer_group=delivery.consumer_group,
-        detail=f"attempt {delivery.attempts}: SUCCEEDED in {elapsed_ms:.1f} ms",
-        outcome=TraceEvent.Outcome.SUCCEEDED,
-    )
-    done = fastpath.delivery_succeed(db, delivery.pk, token, event=event)
+    done = fastpath.delivery_succeed(db, delivery.pk, token, duration_ms=elapsed_ms)
     if done is not None:
         moved, succeeded_at = done
     else:
@@ -216,11 +211,11 @@ def mark_succeeded(delivery: Delivery, token: str, elapsed_ms: float):
                 updated_at=dbtime.now(),
                 last_error="",
                 run_alone=False,
+                duration_ms=elapsed_ms,
             )
         )
         succeeded_at = None
         if moved:
-            trace_many([event])
             succeeded_at = (
                 Delivery.objects.using(db).values_list("succeeded_at", flat=True).get(pk=delivery.pk)
             )
@@ -304,7 +299,7 @@ def release(deliveries: list[Delivery], token: str) -> int:
     return len(released)
 
 
-def _due_again(rows: list[tuple], condition: dict, event: str, detail: str) -> None:
+def _due_again(rows: list[tuple], condition: dict, event: str, detail: str, **also) -> None:
     """RUNNING, never started -> RETRY, due now (attempts unchanged), each with its trace
     row. ``rows``: (pk, message id, consumer group, ...) of rows this transaction locked."""
     Delivery.objects.using(broker_db()).filter(pk__in=[row[0] for row in rows], **condition).update(
@@ -313,6 +308,7 @@ def _due_again(rows: list[tuple], condition: dict, event: str, detail: str) -> N
         claimed_until=None,
         next_attempt_at=dbtime.now(),
         updated_at=dbtime.now(),
+        **also,
     )
     trace_many(
         TraceEvent(message_id=msg_id, event=event, consumer_group=group, detail=detail)
@@ -328,7 +324,10 @@ def reclaim_expired() -> int:
 
     Never started: due again now, attempt count unchanged. Started (the handler was
     running when its worker died): a failed attempt, with its retry delay, DEAD after
-    ``max_reconsume_times``.
+    ``max_reconsume_times``. Started together with others of its claim (a batch run in one
+    transaction, see txbroker.batch): which handler killed the worker is unknown, and none
+    of the batch's effects committed, so each goes back due now with its start undone, to
+    run alone from now on (where a death counts).
     """
     db = broker_db()
     with transaction.atomic(using=db):
@@ -345,6 +344,13 @@ def reclaim_expired() -> int:
             detail = "claim expired before the handler started; due again now (attempts unchanged)"
             _due_again(unstarted, {"status": Status.RUNNING}, Event.RECLAIMED, detail)
         started = [row for row in expired if row[4] is not None]
+        together = Counter(row[5] for row in started)
+        if batched := [row for row in started if together[row[5]] > 1]:
+            detail = VOID_BATCH + "; due again now, to run alone (attempts unchanged)"
+            also = {"attempts": F("attempts") - 1, "started_at": None, "run_alone": True}
+            _due_again(batched, {"status": Status.RUNNING}, Event.RECLAIMED, detail, **also)
+            logger.warning("%s deliveries taken back: %s", len(batched), VOID_BATCH)
+        started = [row for row in started if together[row[5]] == 1]
         topics = dict(
             Delivery.objects.using(db)
             .filter(pk__in=[row[0] for row in started])

@@ -229,23 +229,21 @@ def lock_claim(db: str, delivery_id: int, token: str) -> Optional[bool]:
 
 
 def delivery_succeed(
-    db: str, delivery_id: int, token: str, *, event: TraceEvent
+    db: str, delivery_id: int, token: str, *, duration_ms: float
 ) -> Optional[tuple[bool, Optional[datetime]]]:
-    """RUNNING -> SUCCEEDED (while the claim is ``token``'s) with its DELIVERY_ATTEMPT
-    trace row, in one statement. Returns (moved, succeeded_at); None when this database
-    has no fast path."""
+    """RUNNING -> SUCCEEDED (while the claim is ``token``'s), the handler's time kept on
+    the row (its trace line, see txbroker.trace.with_successes). Returns (moved,
+    succeeded_at); None when this database has no fast path."""
     if not enabled(db):
         return None
-    trace_sql, trace_params = _insert("t", db, [event], guarded=True)
-    sql = (
-        f"WITH moved AS (UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
-        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false "
-        "WHERE id = %s AND claim_token = %s AND status = %s RETURNING succeeded_at), "
-        f"{trace_sql} SELECT count(*), max(succeeded_at) FROM moved"
+    row = _execute(
+        db,
+        f"UPDATE {_table(Delivery)} SET status = %s, claim_token = '', claimed_until = NULL, "
+        f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false, duration_ms = %s "
+        "WHERE id = %s AND claim_token = %s AND status = %s RETURNING succeeded_at",
+        [Delivery.Status.SUCCEEDED, duration_ms, delivery_id, token, RUNNING],
     )
-    params = [Delivery.Status.SUCCEEDED, delivery_id, token, RUNNING, *trace_params]
-    moved, succeeded_at = _execute(db, sql, params)
-    return moved == 1, succeeded_at
+    return (True, row[0]) if row else (False, None)
 
 
 def delivery_fail(
@@ -274,3 +272,60 @@ def delivery_fail(
     )
     (moved,) = _execute(db, sql, [*params, *trace_params])
     return moved == 1
+
+
+# --- a batch in one transaction (txbroker.batch) ------------------------------------------------
+def batch_start(db: str, ids: Sequence[int], token: str, *, claim_timeout: float) -> Optional[dict[int, int]]:
+    """Start the handlers of the claimed deliveries ``ids`` together (each one's attempt
+    counts from here) and renew their claims, only those still ``token``'s. Returns
+    {id: attempt number}; None when this database has no fast path."""
+    if not enabled(db):
+        return None
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Delivery)} SET attempts = attempts + 1, started_at = {SQL_NOW}, "
+            f"claimed_until = {sql_after()}, updated_at = {SQL_NOW} "
+            "WHERE id = ANY(%s) AND claim_token = %s AND status = %s RETURNING id, attempts",
+            [claim_timeout, list(ids), token, RUNNING],
+        )
+        return dict(cursor.fetchall())
+
+
+def batch_lock(db: str, ids: Sequence[int], token: str) -> set[int]:
+    """Lock, to the end of the caller's transaction, those of ``ids`` whose claim is still
+    ``token``'s (in id order, so two lockers never deadlock); returns their ids."""
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {_table(Delivery)} WHERE id = ANY(%s) AND claim_token = %s AND status = %s "
+            "ORDER BY id FOR UPDATE",
+            [list(ids), token, RUNNING],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def batch_unstart(db: str, ids: Sequence[int], token: str) -> int:
+    """Take back the start of those of ``ids`` (locked by the caller) whose handler did not
+    run in the batch's transaction: never started, attempts as before."""
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Delivery)} SET attempts = attempts - 1, started_at = NULL, updated_at = {SQL_NOW} "
+            "WHERE id = ANY(%s) AND claim_token = %s AND status = %s AND started_at IS NOT NULL",
+            [list(ids), token, RUNNING],
+        )
+        return cursor.rowcount
+
+
+def batch_succeed(db: str, durations: dict[int, float], token: str) -> dict[int, datetime]:
+    """RUNNING -> SUCCEEDED of the deliveries ``durations`` names (while the claim is
+    ``token``'s), each with its handler's time, in one statement. Returns {id:
+    succeeded_at} of those that moved."""
+    table = _table(Delivery)
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS d SET status = %s, claim_token = '', claimed_until = NULL, "
+            f"succeeded_at = {SQL_NOW}, updated_at = {SQL_NOW}, last_error = '', run_alone = false, "
+            "duration_ms = v.ms FROM unnest(%s::bigint[], %s::float8[]) AS v (id, ms) "
+            "WHERE d.id = v.id AND d.claim_token = %s AND d.status = %s RETURNING d.id, d.succeeded_at",
+            [Delivery.Status.SUCCEEDED, list(durations), list(durations.values()), token, RUNNING],
+        )
+        return dict(cursor.fetchall())

@@ -176,6 +176,10 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     succeeded_at = models.DateTimeField(null=True, blank=True)
+    # The handler's time in the attempt that succeeded: with ``succeeded_at`` and
+    # ``attempts``, that attempt's line of the trace (no trace row is written for it; see
+    # txbroker.trace.with_successes). NULL before this column existed (a trace row then).
+    duration_ms = models.FloatField(null=True, blank=True)
     # Copied from the message: '' for unordered deliveries. ``sequence`` is the message's
     # place in its message group, taken when it was committed (txbroker.ordering).
     message_group = models.CharField(max_length=255, blank=True, default="", db_default="")
@@ -213,6 +217,12 @@ class Delivery(models.Model):
                 fields=["consumer_group", "next_attempt_at"],
                 name="txb_dlv_remote_due",
                 condition=Q(status__in=["PENDING", "RETRY"], remote=True),
+            ),
+            # The dashboard's consumed-per-minute (txbroker.selectors.throughput).
+            models.Index(
+                fields=["succeeded_at"],
+                name="txb_dlv_succeeded_at",
+                condition=Q(duration_ms__isnull=False),
             ),
             models.Index(
                 fields=["claimed_until"],

@@ -16,6 +16,7 @@ from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
 from txbroker.models import Delivery, Message, MessageKey, TraceEvent
+from txbroker.trace import with_successes
 from txbroker.transitions import message_commit, message_resume, message_rollback
 
 # Rows per transaction in bulk actions.
@@ -104,9 +105,9 @@ def skip_delivery(delivery_id: int, *, actor: str = "") -> None:
 
 
 def message_trace(msg_id: str) -> list[TraceEvent]:
-    """The message's trace, in order."""
+    """The message's trace, in order (each delivery's success line from its row)."""
     get_message(msg_id)
-    return list(TraceEvent.objects.using(broker_db()).filter(message_id=msg_id).order_by("id"))
+    return with_successes(msg_id)
 
 
 # --- bulk actions ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.db import transaction
 from txbroker import dbtime
 from txbroker.db import broker_db
 from txbroker.models import Delivery, TraceEvent
-from txbroker.trace import trace_many
+from txbroker.trace import success_event, trace_many
 from txbroker.wakeup import wake_deliveries
 
 Status = Delivery.Status
@@ -49,10 +49,18 @@ def replay_many(
             Delivery.objects.using(db)
             .filter(pk__in=list(delivery_ids), status__in=statuses)
             .select_for_update()
-            .values_list("pk", "message_id", "consumer_group", "status")
+            .values_list(
+                "pk", "message_id", "consumer_group", "status", "attempts", "duration_ms", "succeeded_at"
+            )
         )
         if not picked:
             return 0
+        # A SUCCEEDED one's success line lives on its row (txbroker.trace): keep it as a row.
+        trace_many(
+            success_event(msg_id, grp, attempts, duration_ms, at)
+            for _, msg_id, grp, status, attempts, duration_ms, at in picked
+            if status == Status.SUCCEEDED and duration_ms is not None
+        )
         Delivery.objects.using(db).filter(pk__in=[p[0] for p in picked], status__in=statuses).update(
             status=Status.PENDING,
             next_attempt_at=dbtime.now(),
@@ -60,6 +68,7 @@ def replay_many(
             claim_token="",
             claimed_until=None,
             started_at=None,
+            duration_ms=None,
         )
         trace_many(
             TraceEvent(
@@ -69,7 +78,7 @@ def replay_many(
                 actor=actor,
                 detail=f"{status} -> PENDING{' (forced)' if status == Status.SUCCEEDED else ''}",
             )
-            for _, msg_id, grp, status in picked
+            for _, msg_id, grp, status, *_rest in picked
         )
         transaction.on_commit(wake_deliveries, using=db)
     return len(picked)

@@ -352,7 +352,8 @@ class Throughput:
 def throughput(*, window: timedelta = timedelta(hours=1), now: Optional[datetime] = None) -> Throughput:
     """Commits, successful and failed delivery attempts per minute, from the trace: its
     COMMITTED rows, and its DELIVERY_ATTEMPT rows by their ``outcome`` (one grouped query on
-    the (event, at) index)."""
+    the (event, at) index); and the successes kept on delivery rows (one more, on the
+    ``succeeded_at`` index)."""
     now = now or dbtime.read(broker_db())
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - window
@@ -385,4 +386,17 @@ def throughput(*, window: timedelta = timedelta(hours=1), now: Optional[datetime
             continue
         for name in series:
             series[name][i] = row[name]
+    # Successes since txbroker.trace keeps them on the delivery row (the older ones are rows).
+    consumed = (
+        Delivery.objects.using(broker_db())
+        .filter(duration_ms__isnull=False, succeeded_at__gte=start, succeeded_at__lt=end)
+        .annotate(minute=TruncMinute("succeeded_at"))
+        .order_by()
+        .values("minute")
+        .annotate(n=Count("pk"))
+    )
+    for row in consumed:
+        i = index.get(row["minute"])
+        if i is not None:
+            series["consumed"][i] += row["n"]
     return Throughput(minutes=minutes, **series)

@@ -49,12 +49,14 @@ from txbroker.models import Delivery, Message, MessageKey, TraceEvent
 
 DESIGNS = ("raw", "naive", "txbroker")
 PEERS = ("celery_outbox", "procrastinate")
-OPTIONAL_DESIGNS = ("product", "txbroker_orm", "txbroker_ordered", *PEERS)
+OPTIONAL_DESIGNS = ("product", "txbroker_orm", "txbroker_serial", "txbroker_ordered", *PEERS)
 ORDERED_GROUPS = 100
 # Environment of a design's processes: txbroker_orm is txbroker with this work's hot-path
 # levers off (the ORM's statements, a wake-up per commit), for before/after figures.
 DESIGN_ENV: dict[str, dict[str, str]] = {
     "txbroker_orm": {"TXBROKER_FASTPATH": "0", "TXBROKER_WAKEUP_COALESCE": "0"},
+    # txbroker with one transaction per delivery instead of one per claimed batch.
+    "txbroker_serial": {"TXBROKER_BATCH_TRANSACTION": "0"},
 }
 AMOUNT = Decimal("99.90")
 USER_PREFIX = "bench-user-"
@@ -173,6 +175,7 @@ PAY: dict[str, Callable] = {
     "naive": pay_naive,
     "txbroker": pay_txbroker,
     "txbroker_orm": pay_txbroker,
+    "txbroker_serial": pay_txbroker,
     "txbroker_ordered": pay_txbroker_ordered,
     "product": pay_product,
     "celery_outbox": pay_celery_outbox,

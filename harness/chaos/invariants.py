@@ -266,7 +266,7 @@ def _check_broker(
     from orders.events import TOPIC as ORDER_TOPIC
     from payments.events import TOPIC
     from payments.models import Refund
-    from txbroker.delivery_transitions import WORKER_LOST, max_reconsume_times
+    from txbroker.delivery_transitions import VOID_BATCH, WORKER_LOST, max_reconsume_times
     from txbroker.faults import is_poison, poison_identity
     from txbroker.models import Delivery, Message, TraceEvent
     from txbroker.registry import registry
@@ -347,6 +347,9 @@ def _check_broker(
     reclaimed_unstarted = TraceEvent.objects.filter(
         event=TraceEvent.Event.RECLAIMED, detail__startswith="claim expired before the handler started"
     ).count()
+    reclaimed_batch = TraceEvent.objects.filter(
+        event=TraceEvent.Event.RECLAIMED, detail__startswith=VOID_BATCH
+    ).count()
     released = TraceEvent.objects.filter(event=TraceEvent.Event.RELEASED).count()
     return (
         {"states": dict(states), "settled_by_check_back": dict(settled_by_check)},
@@ -358,6 +361,9 @@ def _check_broker(
             # batch-mates of a delivery whose worker died: taken back unstarted, a claim
             # timeout later
             "claims_reclaimed_unstarted": reclaimed_unstarted,
+            # deliveries of a batch transaction whose worker died: their starts undone,
+            # to run alone (txbroker.batch)
+            "claims_reclaimed_with_their_batch": reclaimed_batch,
             "claims_released_on_sigterm": released,
         },
     )

@@ -244,7 +244,7 @@ def _work_resumed(crashes) -> list[float | None]:
     delivery that succeeded (the workers carried on), None if none did."""
     from datetime import UTC, datetime
 
-    from txbroker.models import TraceEvent
+    from txbroker.models import Delivery
 
     resumed: list[float | None] = []
     for crash in crashes:
@@ -252,12 +252,11 @@ def _work_resumed(crashes) -> list[float | None]:
             resumed.append(None)
             continue
         up = datetime.fromtimestamp(crash.up_at, tz=UTC)
+        # A success is kept on its delivery row (txbroker.trace), not as a trace row.
         first = (
-            TraceEvent.objects.filter(
-                event=TraceEvent.Event.DELIVERY_ATTEMPT, at__gte=up, detail__contains="SUCCEEDED"
-            )
-            .order_by("at")
-            .values_list("at", flat=True)
+            Delivery.objects.filter(status=Delivery.Status.SUCCEEDED, succeeded_at__gte=up)
+            .order_by("succeeded_at")
+            .values_list("succeeded_at", flat=True)
             .first()
         )
         resumed.append(None if first is None else round(first.timestamp() - crash.up_at, 1))

@@ -36,7 +36,8 @@ from txbroker.admin.html import (
 from txbroker.admin.message_actions import MessageActions
 from txbroker.db import broker_db
 from txbroker.ids import could_be_msg_id
-from txbroker.models import Delivery, Message, TraceEvent
+from txbroker.models import Delivery, Message
+from txbroker.trace import with_successes
 
 State = Message.State
 Status = Delivery.Status
@@ -239,7 +240,7 @@ class MessageAdmin(GroupActions, MessageActions, ReadOnlyAdmin, admin.ModelAdmin
 
     @admin.display(description="timeline")
     def trace_timeline(self, obj: Message) -> str:
-        events = list(TraceEvent.objects.using(broker_db()).filter(message_id=obj.pk).order_by("id"))
+        events = with_successes(obj.pk)
         if not events:
             return "-"
         start = events[0].at

@@ -44,7 +44,8 @@ class TraceEventSerializer(serializers.ModelSerializer):
 class MessageDetailSerializer(MessageSerializer):
     body = serializers.JSONField()
     properties = serializers.DictField(child=serializers.CharField())
-    trace = TraceEventSerializer(many=True, read_only=True)
+    # Set by the view: the trace with each delivery's success line (txbroker.trace).
+    trace = TraceEventSerializer(many=True, read_only=True, source="trace_lines")
 
     class Meta(MessageSerializer.Meta):
         fields = [*MessageSerializer.Meta.fields, "body", "properties", "trace"]

@@ -24,7 +24,8 @@ from txbroker import operations, selectors
 from txbroker.db import broker_db
 from txbroker.exceptions import InvalidTransition, MessageNotFound
 from txbroker.ids import could_be_msg_id
-from txbroker.models import Delivery, Message, TraceEvent
+from txbroker.models import Delivery, Message
+from txbroker.trace import with_successes
 
 from . import serializers as s
 
@@ -193,15 +194,13 @@ class MessageDetailView(BrokerView):
             raise MessageNotFound(f"no message with id {msg_id!r}")
         message = (
             Message.objects.using(broker_db())
-            .prefetch_related(
-                deliveries_prefetch(),
-                Prefetch("trace", queryset=TraceEvent.objects.using(broker_db()).order_by("id")),
-            )
+            .prefetch_related(deliveries_prefetch())
             .filter(pk=msg_id)
             .first()
         )
         if message is None:
             raise MessageNotFound(f"no message with id {msg_id!r}")
+        message.trace_lines = with_successes(msg_id)
         return Response(self.get_serializer(message).data)
 
 

@@ -189,6 +189,15 @@ def test_message_page_shows_pretty_body_properties_deliveries_and_trace(admin_cl
     assert 'id="txb-resume"' not in html and 'id="txb-commit"' not in html
 
 
+def test_message_page_shows_each_success_from_its_delivery_row(admin_client, world):
+    """A success writes no trace row: its line comes from the delivery row, in place."""
+    assert not TraceEvent.objects.filter(message_id=world.committed, event="DELIVERY_ATTEMPT").exists()
+    html = admin_client.get(change_url(world.committed)).content.decode()
+    assert html.count('<strong class="txb-event-name">DELIVERY_ATTEMPT</strong>') == len(ALL_GROUPS)
+    assert html.count("attempt 1: SUCCEEDED in ") == len(ALL_GROUPS)
+    assert html.index("COMMITTED</strong>") < html.index("attempt 1: SUCCEEDED in ")
+
+
 # --- actions ---------------------------------------------------------------------------------
 def test_replay_to_all_groups_asks_first_then_records_the_operator(admin_client, admin_user, world):
     url = reverse("admin:txbroker_message_replay", args=[world.dead])

@@ -129,7 +129,9 @@ def test_every_queued_task_lost_loses_nothing(processes, beat, tmp_path):
 
 def test_worker_killed_with_sigkill_mid_handler_the_delivery_still_completes_once(processes, beat, tmp_path):
     Plan.objects.create(key="slow", sleep_seconds=60)
-    worker = start_worker(tmp_path, name="doomed", concurrency=1)
+    # One delivery per batch: the one killed is known, its attempt counts (a batch run in
+    # one transaction gives its deliveries back uncounted: test_core_batch.py).
+    worker = start_worker(tmp_path, name="doomed", concurrency=1, TXBROKER_BATCH_SIZE="1")
     rescuer = None
     try:
         producer = processes(
@@ -141,7 +143,11 @@ def test_worker_killed_with_sigkill_mid_handler_the_delivery_still_completes_onc
         worker.kill()
         killed_at = time.monotonic()
 
-        rescuer = start_worker(tmp_path, name="rescuer")
+        # Batches of one here too: the other two groups' first attempts also hang (20 s
+        # handler timeout), and in one batch transaction the second would wait for the
+        # first (at most the handler timeout) instead of being taken back after this
+        # test's 3 s claim timeout (30 s by default, longer than the handler timeout).
+        rescuer = start_worker(tmp_path, name="rescuer", TXBROKER_BATCH_SIZE="1")
         msg_id = message_for("slow").msg_id
         wait_for(lambda: all_succeeded(msg_id), timeout=60, what="the killed delivery to complete")
         recovered_after = time.monotonic() - killed_at

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from txbroker.delivery_transitions import VOID_BATCH
 from txbroker.models import Delivery, TraceEvent
 from txbroker.tests.helpers import send
 from txbroker.tests.processes import start_worker, wait_for
@@ -56,8 +57,11 @@ def test_a_message_that_kills_its_worker_every_time_ends_dead_and_its_batch_mate
             == "3 attempts failed (max reconsume times 2); last error: worker died during the handler"
         )
     deaths = Attempt.objects.filter(key="poison")
-    assert deaths.count() == 6  # three per group, each in a pool process that died
-    assert len(set(deaths.values_list("pid", flat=True))) == 6
+    # Three counted per group, each in a pool process that died; with the batch's handlers
+    # in one transaction (txbroker.batch), one more uncounted death at most per group, in
+    # the batch it first came in (which handler died is unknown there: nobody's counts).
+    assert 6 <= deaths.count() <= 8
+    assert len(set(deaths.values_list("pid", flat=True))) == deaths.count()
     # The innocent: one attempt each, whatever the deaths around them.
     assert set(Delivery.objects.filter(message_id__in=innocent).values_list("attempts", flat=True)) == {1}
     assert set(Effect.objects.filter(key__startswith="innocent-").values_list("count", flat=True)) == {1}
@@ -65,5 +69,6 @@ def test_a_message_that_kills_its_worker_every_time_ends_dead_and_its_batch_mate
     assert not Effect.objects.filter(key="poison").exists()
     reclaimed = TraceEvent.objects.filter(event="RECLAIMED", message_id__in=innocent)
     assert all(
-        "before the handler started" in detail for detail in reclaimed.values_list("detail", flat=True)
+        "before the handler started" in detail or detail.startswith(VOID_BATCH)
+        for detail in reclaimed.values_list("detail", flat=True)
     )
