@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("txbroker", "0008_wakeup_mark"),
+        ("txbroker", "0010_grpc_consumer_groups"),
     ]
 
     operations = [
