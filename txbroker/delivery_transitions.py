@@ -380,26 +380,9 @@ def _fail_lost_worker(pk: int, msg_id: str, group: str, attempts: int, token: st
         **due,
     )
     fields = log_fields(msg_id, topic, group, attempts)
-    lost = WorkerLost(error)
-    if status == Status.DEAD:
-        logger.error(
-            "delivery %s of message %s to %s is DEAD: %s",
-            pk,
-            msg_id,
-            group,
-            error,
-            exc_info=lost,
-            extra=fields,
-        )
-    else:
-        logger.warning(
-            "delivery %s of message %s to %s: %s; retried",
-            pk,
-            msg_id,
-            group,
-            error,
-            exc_info=lost,
-            extra=fields,
-        )
+    dead = status == Status.DEAD
+    log, template = (logger.error, "%s is DEAD: %s") if dead else (logger.warning, "%s: %s; retried")
+    where = f"delivery {pk} of message {msg_id} to {group}"
+    log(template, where, error, exc_info=WorkerLost(error), extra=fields)
     trace_many(events)
     observe_worker_lost(group, status)
