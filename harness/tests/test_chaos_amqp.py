@@ -19,11 +19,11 @@ def test_a_small_chaos_run_with_rabbitmq_restarts_loses_doubles_and_strands_noth
         pytest.fail("rabbitmq-server is not installed (apt-get install rabbitmq-server; .ci/run installs it)")
     options = [
         "--broker=amqp",
-        "--payments=40",
+        "--payments=60",
         "--concurrency=6",
         "--faults=kill,rabbitmq-restart",
         "--kill-every=3",
-        "--rabbitmq-every=6",
+        "--rabbitmq-every=2",  # the first restart 1-3 s in: before the payments are done
         "--refund-share=0.2",
         "--seed=3",
     ]
