@@ -51,12 +51,11 @@ from txbroker.delivery import (
     _handler_databases,
     _HandlerFailed,
     _log_claim_lost,
+    count_attempt,
     logger,
     stopping,
 )
 from txbroker.delivery_transitions import ClaimLost, mark_failed, release
-from txbroker.faults import fault_point
-from txbroker.metrics import observe_delivery
 from txbroker.models import Delivery
 from txbroker.registry import registry
 from txbroker.timeouts import STOP_EXCEPTIONS
@@ -169,7 +168,7 @@ def _run_chunk(
             return []
         raise
     for delivery, status, elapsed_ms in done:
-        _observe(delivery, status, elapsed_ms, succeeded_at.get(delivery.pk), report)
+        count_attempt(delivery, status, elapsed_ms, succeeded_at.get(delivery.pk), report)
     if interrupted is not None:
         raise interrupted
     return left
@@ -216,18 +215,3 @@ def _settle(db: str, token: str, succeeded: list[tuple[Delivery, float]]) -> dic
     if len(moved) != len(succeeded):
         raise ClaimLost
     return moved
-
-
-def _observe(
-    delivery: Delivery, status: str, elapsed_ms: float, succeeded_at: Optional[datetime], report: BatchReport
-) -> None:
-    """Count a committed attempt: the worker's report and metrics, then the fault point of
-    a worker dying after its delivery committed."""
-    if status == Status.SUCCEEDED:
-        report.succeeded += 1
-    else:
-        report.failed += 1
-        report.dead += status == Status.DEAD
-    report.durations_ms.append(elapsed_ms)
-    observe_delivery(delivery.consumer_group, status, elapsed_ms, delivery.message.resolved_at, succeeded_at)
-    fault_point("handler_after_commit")

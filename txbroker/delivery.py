@@ -206,15 +206,23 @@ def run_claimed(delivery: Delivery, token: str, report: BatchReport) -> str:
         _log_claim_lost(delivery)
         report.skipped += 1
         return status
+    count_attempt(delivery, status, elapsed_ms, succeeded_at, report)
+    return status
+
+
+def count_attempt(
+    delivery: Delivery, status: str, elapsed_ms: float, succeeded_at: Optional[datetime], report: BatchReport
+) -> None:
+    """Count a committed attempt: the worker's report and metrics, then the fault point of
+    a worker dying after its delivery committed."""
     if status == Status.SUCCEEDED:
         report.succeeded += 1
     else:
         report.failed += 1
         report.dead += status == Status.DEAD
     report.durations_ms.append(elapsed_ms)
-    observe_delivery(delivery.consumer_group, status, elapsed_ms, message.resolved_at, succeeded_at)
+    observe_delivery(delivery.consumer_group, status, elapsed_ms, delivery.message.resolved_at, succeeded_at)
     fault_point("handler_after_commit")
-    return status
 
 
 def _run_started(
